@@ -1,0 +1,144 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from webmm_lab import random_batches, train
+from webmm_lab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from webmm_lab.paths import checkpoint_dir
+from webmm_lab.train import lr_at, param_groups
+
+
+@pytest.fixture(autouse=True)
+def results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path))
+
+
+def make_problem(seed=0):
+    """A small regression with dropout (so the RNG state matters for exact resumption)."""
+    torch.manual_seed(seed)
+    x = torch.randn(256, 6)
+    y = (x @ torch.randn(6, 1)).tanh()
+    torch.manual_seed(seed + 1)
+    model = nn.Sequential(nn.Linear(6, 32), nn.GELU(), nn.Dropout(0.1), nn.LayerNorm(32), nn.Linear(32, 1))
+    loss_fn = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])
+    return model, loss_fn, random_batches(x, y, batch_size=32, seed=seed)
+
+
+KW = dict(steps=60, lr=1e-2, warmup=5, progress=False, device="cpu")
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(s, lr=1.0, steps=100, warmup=10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))          # monotone after warmup
+    assert lr_at(100, lr=1.0, steps=100, warmup=10) == pytest.approx(0.1)
+
+
+def test_no_weight_decay_on_one_dimensional_parameters():
+    model, _, _ = make_problem()
+    decay, no_decay = param_groups(model, 0.1)
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_training_lowers_the_loss():
+    model, loss_fn, batches = make_problem()
+    h = train(model, loss_fn, batches, **KW)
+    assert len(h.loss) == len(h.steps) == len(h.lr) == 60
+    assert sum(h.loss[-10:]) < 0.5 * sum(h.loss[:10])
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run():
+    model_a, loss_fn, batches = make_problem()
+    full = train(model_a, loss_fn, batches, **KW)
+
+    model_b, _, _ = make_problem()
+    part = train(model_b, loss_fn, batches, run="resume", stop_after=23, **KW)
+    assert part.steps[-1] == 22
+    state = load_checkpoint(checkpoint_dir() / "smoke" / "resume.pt")
+    assert state["step"] == 23
+
+    model_c, _, _ = make_problem(seed=5)             # a fresh process would rebuild the model
+    resumed = train(model_c, loss_fn, batches, run="resume", **KW)
+    assert resumed.resumed_from == 23
+    assert resumed.loss == full.loss                  # bit for bit, every step
+    for p, q in zip(model_a.parameters(), model_c.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_finished_run_loads_instead_of_training(capsys):
+    model, loss_fn, batches = make_problem()
+    train(model, loss_fn, batches, run="done", **KW)
+    fresh, _, _ = make_problem(seed=9)
+    h = train(fresh, loss_fn, batches, run="done", **KW)
+    assert "already complete" in capsys.readouterr().out
+    assert len(h.loss) == 60
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_evaluation_runs_periodically_and_at_the_end():
+    model, loss_fn, batches = make_problem()
+    h = train(model, loss_fn, batches, eval_fn=lambda m: {"val_loss": 1.0, "acc": 0.5},
+              eval_every=25, **KW)
+    assert [e["step"] for e in h.evals] == [25, 50, 60]
+    assert h.last_eval()["acc"] == 0.5
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    model, loss_fn, batches = make_problem()
+    path = checkpoint_dir() / "smoke" / "bad.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.*Delete it"):
+        train(model, loss_fn, batches, run="bad", **KW)
+    good = tmp_path / "x.pt"
+    save_checkpoint({"a": torch.ones(3)}, good)
+    good.write_bytes(good.read_bytes()[:-40])         # truncated, as after a crash mid-copy
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(good)
+
+
+def test_mismatched_checkpoint_names_the_difference():
+    model, loss_fn, batches = make_problem()
+    train(model, loss_fn, batches, run="mm", stop_after=5, **KW)
+    wide = nn.Sequential(nn.Linear(6, 64), nn.GELU(), nn.Dropout(0.1), nn.LayerNorm(64), nn.Linear(64, 1))
+    with pytest.raises(CheckpointError, match=r"different run \(parameter '0\.(weight|bias)'"):
+        train(wide, loss_fn, batches, run="mm", **KW)
+    with pytest.raises(CheckpointError, match="setting 'lr'"):
+        train(model, loss_fn, batches, run="mm", **{**KW, "lr": 0.5})
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"w": torch.arange(3)}, path)
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint({"w": torch.zeros(3)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]           # no temp file left
+
+
+def test_ctrl_c_saves_a_checkpoint():
+    model, loss_fn, _ = make_problem()
+    x = torch.randn(8, 6)
+    def batches(step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return x, x[:, :1]
+    with pytest.raises(KeyboardInterrupt):
+        train(model, loss_fn, batches, run="ctrlc", **KW)
+    assert load_checkpoint(checkpoint_dir() / "smoke" / "ctrlc.pt")["step"] == 7
+
+
+def test_random_batches_depend_only_on_step():
+    b = random_batches(torch.arange(100), batch_size=5, seed=1)
+    assert torch.equal(b(3)[0], b(3)[0]) and not torch.equal(b(3)[0], b(4)[0])
+    with pytest.raises(ValueError, match="different lengths"):
+        random_batches(torch.zeros(3), torch.zeros(4), batch_size=2)
+    assert math.isfinite(float(b(0)[0].float().mean()))

@@ -1,0 +1,137 @@
+"""Claims: each notebook's headline result, measured, compared with its target and recorded.
+
+    claims = Claims("00_setup_and_tour")
+    claims.check("digit MLP test accuracy", measured=acc, target=0.90, compare=">=")
+    claims.observe("gain from more data", measured=gain, note="within seed noise here")
+    claims.show()
+
+Records go to results/<notebook>.json. In the cpu and gpu profiles a failed claim raises
+ClaimFailed with what was expected and measured; in smoke it is recorded and not enforced.
+A claim that honest work cannot reproduce at this scale is checked with
+`reproducible=False, reason=...`: it is shown as "not reproduced" instead of stopping the run.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .paths import results_dir
+from .profiles import active_profile
+
+COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+           "==": operator.eq}
+
+
+class ClaimFailed(AssertionError):
+    """A claim that did not hold in an enforcing profile."""
+
+
+@dataclass
+class Claim:
+    notebook: str
+    name: str
+    measured: float | None
+    target: float | None
+    compare: str
+    kind: str      # "claim" or "observation"
+    status: str    # "pass", "FAIL", "not reproduced", "observed"
+    profile: str
+    note: str = ""
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class Claims:
+    """The claims of one notebook, written to results/<notebook>.json as they are recorded."""
+
+    def __init__(self, notebook: str, profile: str | None = None):
+        self.notebook = notebook
+        self.profile = profile or active_profile()
+        self.entries: dict[str, Claim] = {}
+        self.path = results_dir() / f"{notebook}.json"
+
+    def check(self, name: str, measured: float, target: float, compare: str = ">=", *,
+              reproducible: bool = True, reason: str = "", note: str = "") -> Claim:
+        """Record a claim `measured <compare> target`; raise ClaimFailed if it fails (not smoke)."""
+        if compare not in COMPARE:
+            raise ValueError(f"compare must be one of {list(COMPARE)}, got {compare!r}")
+        measured = float(measured) if not isinstance(measured, bool) else measured
+        ok = bool(COMPARE[compare](measured, target))
+        status = "pass" if ok else ("not reproduced" if not reproducible else "FAIL")
+        claim = self._record(Claim(self.notebook, name, measured, target, compare, "claim",
+                                   status, self.profile, reason or note))
+        if status == "FAIL" and self.profile != "smoke":
+            raise ClaimFailed(
+                f"claim failed in {self.notebook} ({self.profile} profile): {name}: expected "
+                f"measured {compare} {_fmt(target)}, measured {_fmt(measured)}")
+        return claim
+
+    def observe(self, name: str, measured: float, target: float | None = None,
+                compare: str = ">=", note: str = "") -> Claim:
+        """Record an observation: shown beside the paper's figure, never enforced."""
+        measured = float(measured)
+        return self._record(Claim(self.notebook, name, measured, target, compare, "observation",
+                                  "observed", self.profile, note))
+
+    def _record(self, claim: Claim) -> Claim:
+        self.entries[claim.name] = claim
+        data = {"notebook": self.notebook, "profile": self.profile,
+                "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "claims": [asdict(c) for c in self.entries.values()]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+        mark = {"pass": "PASS", "FAIL": "FAIL", "not reproduced": "NOT REPRODUCED",
+                "observed": "OBSERVED"}[claim.status]
+        target = f" (target {claim.compare} {_fmt(claim.target)})" if claim.target is not None else ""
+        print(f"[{mark}] {claim.name}: {_fmt(claim.measured)}{target}")
+        return claim
+
+    def table(self) -> str:
+        """This notebook's claims as a text table."""
+        return format_table(list(self.entries.values()))
+
+    def show(self) -> None:
+        """Print this notebook's claims table."""
+        print(self.table())
+
+
+def format_table(claims: list[Claim]) -> str:
+    """Claims as an aligned text table."""
+    head = ["notebook", "kind", "name", "measured", "target", "status", "profile"]
+    rows = [[c.notebook, c.kind, c.name, _fmt(c.measured),
+             f"{c.compare} {_fmt(c.target)}" if c.target is not None else "-", c.status, c.profile]
+            for c in claims]
+    if not rows:
+        return "(no claims recorded)"
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def load_results(folder: Path | None = None, notebooks: list[str] | None = None) -> list[Claim]:
+    """All claims recorded under `folder` (default: the results folder), optionally filtered."""
+    folder = Path(folder) if folder else results_dir()
+    claims = []
+    for path in sorted(folder.glob("*.json")):
+        if notebooks is not None and path.stem not in notebooks:
+            continue
+        try:
+            data = json.loads(path.read_text())
+            claims += [Claim(**c) for c in data["claims"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a claims file ({e}); delete it") from None
+    return claims

@@ -1,0 +1,80 @@
+"""Small plotting helpers the notebooks need again and again: image grids and training curves."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None = None,
+               ncols: int = 8, size: float = 1.2, cmap: str = "gray", suptitle: str | None = None):
+    """Show images (N, H, W), (N, 1, H, W) or (N, 3, H, W) with values in [0, 1] in a grid.
+
+    `titles` go under the images (labels, captions). Returns the figure.
+    """
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)                                  # (N, 1, H, W)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, H, W) or (N, 1|3, H, W), got {tuple(x.shape)}")
+    n = len(x)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    extra = 0.35 if titles is not None else 0.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + extra)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = x[i].permute(1, 2, 0).clamp(0, 1).numpy()    # (H, W, C)
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=1,
+                  interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8, y=-0.02, va="top")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over `window` points (shorter at the start), same length as `values`."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0 or window <= 1:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def plot_curve(history, ax=None, smooth: int = 20, title: str | None = None):
+    """Training loss of a `History` (raw faint, smoothed bold) and its evaluations as markers."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history.steps, history.loss, color="C0", alpha=0.25, lw=0.8)
+    ax.plot(history.steps, moving_average(history.loss, smooth), color="C0", label="train loss")
+    keys = sorted({k for e in history.evals for k in e if k != "step"})
+    loss_keys = [k for k in keys if "loss" in k]
+    other = [k for k in keys if k not in loss_keys]
+    for i, k in enumerate(loss_keys):
+        pts = [(e["step"], e[k]) for e in history.evals if k in e]
+        ax.plot(*zip(*pts), "o-", color=f"C{i + 1}", label=k, ms=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if other:
+        ax2 = ax.twinx()
+        for i, k in enumerate(other):
+            pts = [(e["step"], e[k]) for e in history.evals if k in e]
+            ax2.plot(*zip(*pts), "s--", color=f"C{i + 1 + len(loss_keys)}", label=k, ms=4)
+        ax2.set_ylabel(", ".join(other))
+        ax2.legend(loc="center right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return ax

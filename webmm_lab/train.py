@@ -1,0 +1,233 @@
+"""The one training loop of the course.
+
+    history = train(model, loss_fn, batch_fn, steps=600, lr=3e-3, run="00_mlp")
+    history.plot()
+
+- `loss_fn(model, batch) -> scalar loss`; `batch_fn(step) -> batch` (tensors, tuples or dicts).
+  Make `batch_fn` depend only on `step` (see `random_batches`): then a resumed run sees exactly
+  the batches an uninterrupted one would, and repeats it bit for bit on the CPU.
+- AdamW, no weight decay on 1-D parameters (biases, norms, scales); linear warmup then cosine
+  decay to `min_lr_ratio * lr`; gradient clipping; autocast + grad scaler on GPUs.
+- With `run="name"` it checkpoints atomically every `ckpt_every` steps (and at least every
+  `ckpt_seconds`), on Ctrl-C, and at the end; started again with the same name, it resumes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import (CheckpointError, check_fingerprint, fingerprint, load_checkpoint,
+                         save_checkpoint)
+from .device import autocast, grad_scaler, pick_device
+from .paths import checkpoint_dir
+from .profiles import active_profile
+
+
+@dataclass
+class History:
+    """What a run measured: training loss and learning rate per step, evaluations now and then."""
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)  # each has a "step" key
+    seconds: float = 0.0        # wall time spent training, summed over resumed sessions
+    resumed_from: int = 0       # the step this session started at (0: fresh)
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "loss": self.loss, "lr": self.lr, "evals": self.evals,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(list(d["steps"]), list(d["loss"]), list(d["lr"]), list(d["evals"]),
+                   float(d["seconds"]))
+
+    def last_eval(self) -> dict[str, float]:
+        """The most recent evaluation (empty if none ran)."""
+        return self.evals[-1] if self.evals else {}
+
+    def plot(self, ax=None, smooth: int = 20, title: str | None = None):
+        """Draw the training loss (raw, faint; moving average, bold) and evaluated losses."""
+        from .plots import plot_curve
+        return plot_curve(self, ax=ax, smooth=smooth, title=title)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices and embeddings (dim >= 2), not biases, norms or scales."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> float:
+    """Learning rate at `step`: linear warmup over `warmup` steps, then cosine to min_lr_ratio*lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Callable[[int], tuple]:
+    """A `batch_fn` drawing `batch_size` random rows of `tensors`; the draw depends only on step."""
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors have different lengths {[len(t) for t in tensors]}")
+
+    def batch_fn(step: int) -> tuple:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(n, (batch_size,), generator=g)
+        return tuple(t[idx] for t in tensors)
+    return batch_fn
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch (tensor, tuple, list or dict of them) to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+          batch_fn: Callable[[int], Any], *, steps: int, lr: float, warmup: int | None = None,
+          min_lr_ratio: float = 0.1, weight_decay: float = 0.1,
+          betas: tuple[float, float] = (0.9, 0.95), clip: float | None = 1.0,
+          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+          eval_every: int | None = None, run: str | None = None, ckpt_every: int | None = None,
+          ckpt_seconds: float = 60.0, stop_after: int | None = None, seed: int = 0,
+          device: torch.device | str | None = None, compile: bool = False,
+          progress: bool = True) -> History:
+    """Train `model` in place for `steps` optimizer steps and return its History.
+
+    run:        a name to checkpoint under (results/checkpoints/<profile>/<run>.pt) and resume
+                from; None trains without checkpoints.
+    stop_after: stop after this many steps in this call (a checkpoint is saved), as if the
+                session were cut off; calling again resumes. For demonstrations and tests.
+    eval_fn:    called as eval_fn(model) under no_grad in eval mode every `eval_every` steps
+                and at the end; returns {"metric": value}.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = torch.device(device) if device is not None else pick_device()
+    model.to(device)
+    warmup = min(steps // 10, 200) if warmup is None else warmup
+    ckpt_every = ckpt_every or max(1, steps // 10)
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                            fused=device.type == "cuda")
+    scaler = grad_scaler(device)
+    history = History()
+    step = 0
+    path = checkpoint_dir() / active_profile() / f"{run}.pt" if run else None
+    fp = fingerprint(model, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                     betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed)
+
+    if path is not None and path.exists():
+        state = load_checkpoint(path, map_location=device)
+        if "fingerprint" not in state:
+            raise CheckpointError(f"{path} is not a webmm_lab training checkpoint; delete it")
+        check_fingerprint(state["fingerprint"], fp, path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        history = History.from_dict(state["history"])
+        step = history.resumed_from = int(state["step"])
+        if step >= steps:
+            print(f"run {run!r} is already complete ({step}/{steps} steps): loaded {path}")
+            return history
+        print(f"resuming run {run!r} at step {step}/{steps} from {path}")
+    else:
+        torch.manual_seed(seed)
+
+    def checkpoint() -> None:
+        if path is None:
+            return
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "scaler": scaler.state_dict(), "step": step, "history": history.to_dict(),
+                 "rng": torch.get_rng_state(), "fingerprint": fp}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        save_checkpoint(state, path)
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad(), autocast(device):
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
+        model.train()
+        history.evals.append({"step": step, **metrics})
+
+    forward = torch.compile(model) if compile else model
+    end = steps if stop_after is None else min(steps, step + stop_after)
+    bar = tqdm(total=steps, initial=step, desc=run or "train", disable=not progress,
+               dynamic_ncols=True)
+    pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
+    t0 = last_save = time.perf_counter()
+    model.train()
+
+    def flush() -> None:
+        if pending:
+            values = torch.stack(pending).float().tolist()
+            history.loss.extend(values)
+            pending.clear()
+            bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{history.lr[-1]:.2e}")
+
+    try:
+        while step < end:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup,
+                                    min_lr_ratio=min_lr_ratio)
+            batch = to_device(batch_fn(step), device)
+            with autocast(device):
+                loss = loss_fn(forward, batch)
+            if not torch.isfinite(loss.detach()).all() and device.type == "cpu":
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower lr?")
+            scaler.scale(loss).backward()
+            if clip is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            pending.append(loss.detach())
+            history.steps.append(step)
+            history.lr.append(opt.param_groups[0]["lr"])
+            step += 1
+            bar.update(1)
+            if len(pending) >= 10:
+                flush()
+            if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
+                flush()
+                evaluate()
+                bar.set_postfix(loss=f"{history.loss[-1]:.4f}",
+                                **{k: f"{v:.4g}" for k, v in history.evals[-1].items() if k != "step"})
+            now = time.perf_counter()
+            if step % ckpt_every == 0 or step == end or now - last_save > ckpt_seconds:
+                flush()
+                history.seconds += now - t0
+                t0 = last_save = now
+                checkpoint()
+    except KeyboardInterrupt:
+        flush()
+        history.seconds += time.perf_counter() - t0
+        checkpoint()
+        bar.close()
+        print(f"interrupted at step {step}/{steps}" + (f"; checkpoint saved to {path}" if path else ""))
+        raise
+    flush()
+    bar.close()
+    if step < steps:
+        print(f"stopped at step {step}/{steps}; checkpoint saved: run the same call again to resume")
+    return history
