@@ -58,14 +58,13 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    os.environ["WEBMM_PROFILE"] = profile                 # the kernel inherits the environment
-    os.environ["WEBMM_RESULTS"] = str(out_dir.resolve())
+    env = {**os.environ, "WEBMM_PROFILE": profile, "WEBMM_RESULTS": str(out_dir.resolve())}
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     error = ""
     try:
-        client.execute()
+        client.execute(env=env)
     except CellExecutionError as e:
         error = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
     seconds = time.perf_counter() - t0

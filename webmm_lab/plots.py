@@ -13,7 +13,7 @@ def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None =
                ncols: int = 8, size: float = 1.2, cmap: str = "gray", suptitle: str | None = None):
     """Show images (N, H, W), (N, 1, H, W) or (N, 3, H, W) with values in [0, 1] in a grid.
 
-    `titles` go under the images (labels, captions). Returns the figure.
+    `titles` (labels, short captions) go above the images. Returns the figure.
     """
     x = torch.as_tensor(images).detach().float().cpu()
     if x.dim() == 3:
@@ -34,7 +34,7 @@ def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None =
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=1,
                   interpolation="nearest")
         if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8, y=-0.02, va="top")
+            ax.set_title(str(titles[i]), fontsize=8, pad=2)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

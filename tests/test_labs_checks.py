@@ -1,0 +1,114 @@
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from webmm_lab.checks import check_cross_entropy, check_function, check_raises, check_softmax
+from webmm_lab.labs import build, strip_solutions, student_version
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "labs" / "solutions").glob("lab*.ipynb"))
+
+
+def test_solution_blocks_become_stubs_with_the_hint():
+    src = "def f(x):\n    ### BEGIN SOLUTION square it\n    return x * x\n    ### END SOLUTION\n\nprint(f)"
+    out = strip_solutions(src)
+    assert "x * x" not in out and "print(f)" in out
+    assert "    raise NotImplementedError('Your turn: square it')" in out
+    assert "Your turn: write this part" in strip_solutions("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")
+
+
+@pytest.mark.parametrize("src, msg", [("### BEGIN SOLUTION\nx", "never closed"),
+                                      ("x\n### END SOLUTION", "without a BEGIN"),
+                                      ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside")])
+def test_broken_markers_are_clear_errors(src, msg):
+    with pytest.raises(ValueError, match=msg):
+        strip_solutions(src)
+
+
+def test_student_labs_are_up_to_date():
+    assert SOLUTIONS, "no lab solutions found"
+    stale = build(ROOT / "labs", check=True)
+    assert not stale, f"out of date: {stale}; run `webmm-lab labs build`"
+
+
+def test_student_version_has_no_solution_and_no_outputs():
+    for path in SOLUTIONS:
+        nb = student_version(nbformat.read(path, as_version=4), path.name)
+        text = "\n".join(c.source for c in nb.cells)
+        assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def _run(nb, cwd):
+    from nbclient import NotebookClient
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_passes_every_check_and_the_student_version_fails_them(path):
+    solution = nbformat.read(path, as_version=4)
+    student = student_version(solution, path.name)
+    passed = set(re.findall(r"^PASS (\S+):", _run(solution, path.parent), re.M))
+    out = _run(student, path.parent.parent)
+    failed = set(re.findall(r"^FAIL (\S+):", out, re.M))
+    assert passed, "the solution printed no PASS"
+    assert passed == failed, f"solution passed {passed}, student version failed {failed}"
+    assert not re.search(r"^PASS ", out, re.M)
+
+
+def good_softmax(x):
+    z = x - x.max(-1, keepdim=True).values
+    return z.exp() / z.exp().sum(-1, keepdim=True)
+
+
+def test_a_right_answer_passes(capsys):
+    assert check_softmax(good_softmax, seed=0)
+    assert check_cross_entropy(lambda l, t: F.cross_entropy(l, t), seed=0)
+    assert capsys.readouterr().out.startswith("PASS softmax")
+
+
+@pytest.mark.parametrize("fn, pattern", [
+    (lambda x: x.exp() / x.exp().sum(-1, keepdim=True), r"non-finite value .*overflow"),
+    (lambda x: good_softmax(x).sum(-1), r"wrong shape"),
+    (lambda x: good_softmax(x).double(), r"wrong dtype torch.float64, expected torch.float32"),
+    (lambda x: good_softmax(x.T).T if x.shape[0] == x.shape[1] else torch.softmax(x, dim=0), r"values differ; worst"),
+    (lambda x: good_softmax(x).detach(), r"detached"),
+    (lambda x: (_ for _ in ()).throw(NotImplementedError("Your turn")), r"not implemented yet"),
+    (lambda x: x[99], r"raised IndexError"),
+])
+def test_a_wrong_answer_fails_with_a_specific_message(fn, pattern, capsys):
+    result = check_softmax(fn, seed=1)
+    assert not result
+    assert re.search(pattern, result.message), result.message
+    assert capsys.readouterr().out.startswith("FAIL softmax")
+
+
+def test_a_wrong_gradient_is_caught():
+    class Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return torch.softmax(x, -1)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g                                 # wrong on purpose
+    result = check_function(Bad.apply, lambda x: torch.softmax(x, -1),
+                            lambda g: (torch.randn(3, 4, generator=g),), name="bad", grad=True,
+                            verbose=False)
+    assert not result and "gradient of input 0" in result.message
+
+
+def test_check_raises():
+    def strict(x):
+        if len(x) < 2:
+            raise ValueError("need a batch of at least 2")
+        return x
+    assert check_raises(strict, (torch.zeros(1),), name="batch of one", verbose=False)
+    assert not check_raises(lambda x: x, (torch.zeros(1),), name="batch of one", verbose=False)
+    assert not check_raises(lambda x: x[5], (torch.zeros(1),), name="batch of one", verbose=False)
