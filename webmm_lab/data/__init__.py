@@ -1,0 +1,49 @@
+"""One loader API for every data set: `load(name, split=...)`.
+
+    from webmm_lab.data import load, available
+    digits = load("digits", split="train")       # ImageSet: images (N, 1, 8, 8), labels
+    docs = load("python-docs", split="val")       # TextSet: text
+    hand = load("handwritten")                    # MNIST in the gpu profile, digits otherwise
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..profiles import active_profile
+from .download import DownloadError, download, sha256_of
+from .images import ImageSet, load_digits, load_mnist
+from .text import TextSet, load_python_docs, load_python_source
+
+
+def load_handwritten(split: str = "train", profile: str | None = None) -> ImageSet:
+    """Handwritten digits for the active profile: MNIST on gpu (else its fallback), digits on
+    smoke and cpu, which use embedded data only so their results are the same everywhere."""
+    if (profile or active_profile()) == "gpu":
+        return load_mnist(split)
+    return load_digits(split)
+
+
+REGISTRY: dict[str, Callable] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "handwritten": load_handwritten,
+    "python-docs": load_python_docs,
+    "python-source": load_python_source,
+}
+
+
+def available() -> list[str]:
+    """Names of the data sets `load` knows."""
+    return sorted(REGISTRY)
+
+
+def load(name: str, **kwargs):
+    """Load data set `name` (see `available()`); keyword arguments go to its loader."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown data set {name!r}; available: {', '.join(available())}")
+    return REGISTRY[name](**kwargs)
+
+
+__all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
+           "load_digits", "load_mnist", "load_handwritten", "load_python_docs",
+           "load_python_source"]

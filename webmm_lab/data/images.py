@@ -1,0 +1,110 @@
+"""Image data sets with labels: scikit-learn's 8x8 digits (embedded) and MNIST (downloaded).
+
+Both return an ImageSet with images (N, 1, H, W) as floats in [0, 1] and integer labels.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..paths import data_dir
+from .download import DownloadError, download
+
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+@dataclass
+class ImageSet:
+    """Images (N, C, H, W) in [0, 1], labels (N,), class names, and where they came from."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _split_indices(n: int, split: str, test_fraction: float, seed: int = 0) -> np.ndarray:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(perm[:n_test] if split == "test" else perm[n_test:])
+
+
+def load_digits(split: str = "train", test_fraction: float = 0.2) -> ImageSet:
+    """scikit-learn's handwritten digits: 1,797 real 8x8 images, 16 grey levels, embedded.
+
+    A fixed random split (seed 0): 1,438 train and 359 test images by default.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    idx = _split_indices(len(d.target), split, test_fraction)
+    x = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+    y = torch.tensor(d.target[idx], dtype=torch.long)
+    return ImageSet(x, y, DIGIT_CLASSES, "digits", "scikit-learn digits (8x8, embedded)")
+
+
+MNIST_MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"]
+MNIST_FILES = {  # name: sha256 of the gzipped IDX file
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a gzipped IDX file (the MNIST format) into a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file; delete it and download again")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {arr.size} bytes")
+    return arr.reshape(shape)
+
+
+def load_mnist(split: str = "train", download_ok: bool = True, fallback: bool = True,
+               root: str | Path | None = None, mirrors: list[str] | None = None,
+               files: dict[str, str] | None = None) -> ImageSet:
+    """MNIST (28x28): read from the cache, else downloaded (sha256-checked) and cached.
+
+    When it cannot be had (offline, or `download_ok=False` and not cached) and `fallback` is
+    set, prints why and returns scikit-learn's digits instead, so the same code runs on.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root else data_dir() / "mnist"
+    mirrors = mirrors or MNIST_MIRRORS
+    files = files or MNIST_FILES
+    prefix = "train" if split == "train" else "t10k"
+    names = [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"]
+    try:
+        paths = []
+        for name in names:
+            path = root / name
+            if not path.is_file() and not download_ok:
+                raise DownloadError(f"{name} is not in the cache {root} (downloads are off in "
+                                    "this profile)")
+            paths.append(download([m + name for m in mirrors], path, files[name]))
+    except DownloadError as e:
+        if not fallback:
+            raise
+        print(f"MNIST unavailable ({e}).\nFalling back to scikit-learn's embedded 8x8 digits; "
+              "the same code runs on them.")
+        return load_digits(split)
+    x = torch.from_numpy(read_idx(paths[0]).copy()).float().div_(255).unsqueeze(1)  # (N, 1, 28, 28)
+    y = torch.from_numpy(read_idx(paths[1]).astype(np.int64))
+    return ImageSet(x, y, DIGIT_CLASSES, "mnist", f"MNIST (28x28, cached in {root})")
