@@ -11,7 +11,7 @@ from typing import Callable
 
 from ..profiles import active_profile
 from .download import DownloadError, download, sha256_of
-from .images import ImageSet, load_digits, load_mnist
+from .images import ImageSet, load_digits, load_mnist, per_class_subset
 from .text import TextSet, load_python_docs, load_python_source
 
 
@@ -45,5 +45,5 @@ def load(name: str, **kwargs):
 
 
 __all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
-           "load_digits", "load_mnist", "load_handwritten", "load_python_docs",
+           "load_digits", "load_mnist", "per_class_subset", "load_handwritten", "load_python_docs",
            "load_python_source"]

@@ -52,6 +52,17 @@ def load_digits(split: str = "train", test_fraction: float = 0.2) -> ImageSet:
     return ImageSet(x, y, DIGIT_CLASSES, "digits", "scikit-learn digits (8x8, embedded)")
 
 
+def per_class_subset(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """Indices of `k` random examples of every class in `labels` (fewer if a class is smaller):
+    the "few labels" of a label-efficiency experiment. Same seed, same subset."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in labels.unique(sorted=True).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    return torch.cat(picks)
+
+
 MNIST_MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"]
 MNIST_FILES = {  # name: sha256 of the gzipped IDX file

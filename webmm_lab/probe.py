@@ -1,0 +1,67 @@
+"""Linear probes: how good are frozen features? Fit a logistic regression on them.
+
+    feats = embed(encoder, images)                     # (N, D), no gradients
+    probe = fit_linear_probe(feats[train], y[train])   # standardise + L2-regularised softmax
+    acc = probe_accuracy(probe, feats[test], y[test])
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Features of `images` (N, C, H, W) from `encoder` in eval mode, on the CPU: (N, D)."""
+    device = device or next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = torch.cat([encoder(images[i:i + batch_size].to(device)).float().cpu()
+                     for i in range(0, len(images), batch_size)])
+    encoder.train(was_training)
+    return out
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None,
+                     weight_decay: float = 1e-2, steps: int = 200) -> nn.Module:
+    """A softmax classifier on standardised features, fitted by L-BFGS (full batch): the
+    features are frozen, only this linear layer learns."""
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    n_classes = n_classes or int(labels.max()) + 1
+    mean, std = features.mean(0), features.std(0, unbiased=False) + 1e-6
+    linear = nn.Linear(features.shape[1], n_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    x = (features - mean) / std
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(x), labels) + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    probe = nn.Sequential(Standardize(mean, std), linear)
+    return probe.requires_grad_(False)
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with fixed statistics."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@torch.no_grad()
+def probe_accuracy(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of `features` the probe classifies as `labels`."""
+    return (probe(features).argmax(-1) == labels).float().mean().item()
