@@ -112,3 +112,49 @@ def test_check_raises():
     assert check_raises(strict, (torch.zeros(1),), name="batch of one", verbose=False)
     assert not check_raises(lambda x: x, (torch.zeros(1),), name="batch of one", verbose=False)
     assert not check_raises(lambda x: x[5], (torch.zeros(1),), name="batch of one", verbose=False)
+
+
+def test_info_nce_check_catches_common_mistakes():
+    from webmm_lab.checks import check_info_nce
+    from webmm_lab.contrastive import info_nce
+
+    def no_temperature(z1, z2, temperature=0.5):
+        return info_nce(z1, z2, 1.0)
+
+    def self_included(z1, z2, temperature=0.5):   # forgets to mask the diagonal
+        z = F.normalize(torch.cat([z1, z2]), dim=1)
+        n = len(z1)
+        return F.cross_entropy(z @ z.T / temperature, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+    def silent_on_one(z1, z2, temperature=0.5):
+        return info_nce(z1, z2, temperature) if len(z1) > 1 else z1.sum() * 0
+
+    assert check_info_nce(info_nce, seed=0)
+    for wrong, pattern in [(no_temperature, "values differ"), (self_included, "values differ"),
+                           (silent_on_one, "batch of 1 pair: returned normally")]:
+        result = check_info_nce(wrong, seed=0, verbose=False)
+        assert not result and pattern in result.message, result.message
+
+
+def test_augment_check_catches_common_mistakes():
+    from webmm_lab.augment import augment
+    from webmm_lab.checks import check_augment
+
+    assert check_augment(augment, verbose=False)
+    cases = [(lambda x, g: x + torch.randn(x.shape, generator=g), "outside [0, 1]"),
+             (lambda x, g: (x + 0.1 * torch.randn(x.shape)).clamp(0, 1), "same generator seed differ"),
+             (lambda x, g: x.flip(-1), "nothing is random"),
+             (lambda x, g: x[:, :, :4], "shape"),
+             (lambda x, g: (x + 0.001 * torch.rand(x.shape, generator=g)).clamp(0, 1), "barely change")]
+    for fn, pattern in cases:
+        result = check_augment(fn, verbose=False)
+        assert not result and pattern in result.message, result.message
+
+
+def test_affine_check():
+    from webmm_lab.augment import affine
+    from webmm_lab.checks import check_affine
+
+    assert check_affine(lambda x, a, s, tx, ty: affine(x, a, s, tx, ty), seed=0, verbose=False)
+    wrong = check_affine(lambda x, a, s, tx, ty: affine(x, -a, s, tx, ty), seed=0, verbose=False)
+    assert not wrong and "values differ" in wrong.message
