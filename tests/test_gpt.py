@@ -1,0 +1,176 @@
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from webmm_lab.data.tasks import TASKS, demo, random_words, real_words, task_stream
+from webmm_lab.fewshot import choice_scores, choose, exact_match, few_shot_prompt, greedy_answers
+from webmm_lab.models.gpt import GPT, PRESETS, GPTConfig
+from webmm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
+from webmm_lab.tokenizers import BPETokenizer, CharTokenizer, merge_pair
+
+
+def tiny(vocab=50, block=32, **kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=32, **kw))
+
+
+def test_causal_changing_token_t_leaves_earlier_logits_unchanged():
+    model = tiny().eval()
+    idx = torch.randint(50, (2, 20))
+    t = 11
+    changed = idx.clone()
+    changed[:, t] = (changed[:, t] + 1) % 50
+    a, b = model(idx)[0], model(changed)[0]
+    assert torch.allclose(a[:, :t], b[:, :t], atol=1e-6)
+    assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+def test_tied_weights_share_storage_and_init_follows_gpt2():
+    model = tiny()
+    assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
+    std = model.blocks[0].attn.proj.weight.std().item()
+    assert std == pytest.approx(0.02 / math.sqrt(4), rel=0.15)
+    assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(0.02, rel=0.15)
+
+
+def test_parameter_count_is_about_12_L_d_squared():
+    cfg = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    model = GPT(cfg)
+    assert model.num_params() == pytest.approx(12 * 4 * 128 ** 2, rel=0.02)
+    assert set(PRESETS) >= {"nano", "medium"}
+    assert GPTConfig.preset("mini", 10).n_embd == PRESETS["mini"][2]
+
+
+def test_kv_cache_gives_identical_logits_and_greedy_output():
+    model = tiny(block=64).eval()
+    idx = torch.randint(50, (3, 7))
+    full = model(idx)[0]
+    cache = model.new_cache(3)
+    part1 = model(idx[:, :4], cache=cache)[0]
+    part2 = model(idx[:, 4:], cache=cache)[0]               # a multi-token step after a prefix
+    assert torch.allclose(torch.cat([part1, part2], 1), full, atol=1e-5)
+    a = model.generate(idx, 40, temperature=0, use_cache=True)
+    b = model.generate(idx, 40, temperature=0, use_cache=False)
+    assert torch.equal(a, b) and a.shape == (3, 47)
+
+
+def test_extra_embeddings_and_custom_positions():
+    model = tiny().eval()
+    idx = torch.randint(50, (2, 6))
+    extra = torch.randn(2, 6, 32)
+    assert not torch.allclose(model(idx, extra=extra)[0], model(idx)[0])
+    assert torch.allclose(model(idx, pos=torch.arange(6))[0], model(idx)[0])
+    assert model(idx, pos=torch.tensor([0, 0, 1, 1, 2, 2]))[0].shape == (2, 6, 50)
+
+
+def test_sampling_rules():
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0]])
+    assert torch.equal(sample_next(logits, 0), torch.tensor([[1]]))
+    g = torch.Generator().manual_seed(0)
+    assert all(sample_next(logits, 1e-4, generator=g).item() == 1 for _ in range(20))  # T -> 0 = greedy
+    assert torch.isinf(top_k_filter(logits, 2)).tolist() == [[True, False, False, True]]
+    probs = logits.softmax(-1)[0]                    # [.09, .67, .24, .01]
+    assert torch.isinf(top_p_filter(logits, 0.5)).tolist() == [[True, False, True, True]]
+    assert torch.isinf(top_p_filter(logits, 0.8)).tolist() == [[True, False, False, True]]
+    assert float(probs[1]) > 0.5
+    with pytest.raises(ValueError, match="top_p"):
+        top_p_filter(logits, 0.0)
+
+
+def test_temperature_zero_sampling_equals_greedy_generation():
+    model = tiny().eval()
+    idx = torch.randint(50, (2, 5))
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(model.generate(idx, 10, temperature=0),
+                       model.generate(idx, 10, temperature=1e-5, generator=g))
+
+
+def test_clear_errors_on_bad_input():
+    model = tiny(block=16)
+    with pytest.raises(ValueError, match="longer than the context"):
+        model.generate(torch.zeros(1, 20, dtype=torch.long), 2)
+    out = model.generate(torch.zeros(1, 20, dtype=torch.long), 2, truncate=True, use_cache=False)
+    assert out.shape == (1, 18)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model.generate(torch.zeros(1, 10, dtype=torch.long), 10)
+    assert model.generate(torch.zeros(1, 10, dtype=torch.long), 10, use_cache=False).shape == (1, 20)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 50\)"):
+        model(torch.tensor([[3, 50]]))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model(torch.tensor([3, 4]))
+
+
+def test_stop_token_ends_generation():
+    model = tiny().eval()
+    idx = torch.randint(50, (1, 4))
+    greedy = model.generate(idx, 20, temperature=0)
+    stop = int(greedy[0, 6])
+    out = model.generate(idx, 20, temperature=0, stop_token=stop)
+    assert out[0, -1] == stop and out.shape[1] <= 7
+
+
+def random_unicode(rng: random.Random, n: int) -> str:
+    ranges = [(0x20, 0x7E), (0x0A, 0x0A), (0xAC00, 0xD7A3), (0x3040, 0x30FF), (0x0300, 0x036F),
+              (0x1F300, 0x1F64F), (0x00A0, 0x024F), (0x0400, 0x04FF)]
+    return "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(n))
+
+
+def test_bpe_round_trips_random_unicode_and_unseen_text():
+    bpe = BPETokenizer.train("the cat sat on the mat. the hat! 한국어 텍스트 " * 20, 300)
+    assert 256 < bpe.vocab_size <= 300     # stops early once every chunk is a single token
+    rng = random.Random(0)
+    for _ in range(300):
+        s = random_unicode(rng, rng.randint(0, 40))
+        assert bpe.decode(bpe.encode(s)) == s
+    ko = "강연은 2021년 3월 16일에 열렸습니다: __init__(self)"
+    assert bpe.decode(bpe.encode(ko)) == ko
+    assert len(bpe.encode("the cat sat")) < len("the cat sat".encode())  # merges compress
+    with pytest.raises(ValueError, match="outside this vocabulary"):
+        bpe.decode([bpe.vocab_size])
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        bpe.encode("a\ud800b")
+
+
+def test_bpe_learns_the_most_frequent_pair_first_and_merges_never_overlap():
+    bpe = BPETokenizer.train("aaaa aaaa aaaa", 258)
+    assert bpe.merges[0] == (97, 97)                  # "aa"
+    ids, chunk = merge_pair(np.array([97, 97, 97, 98]), np.zeros(4, dtype=int), (97, 97), 256)
+    assert ids.tolist() == [256, 97, 98]
+    ids, _ = merge_pair(np.array([1, 2, 1, 2]), np.array([0, 0, 1, 1]), (2, 1), 9)
+    assert ids.tolist() == [1, 2, 1, 2]               # never across a chunk boundary
+
+
+def test_char_tokenizer_refuses_unknown_characters():
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.decode(tok.encode("hello")) == "hello"
+    with pytest.raises(ValueError, match=r"\['!', 'z'\]"):
+        tok.encode("low!z")
+
+
+def test_tasks_and_few_shot_prompts():
+    assert demo("upper", "cake") == "cake = CAKE\n"
+    assert [TASKS[t]("azby") for t in TASKS] == ["AZBY", "bacz", "a", "aazzbbyy"]
+    assert few_shot_prompt([("cake", "CAKE"), ("tree", "TREE")], "blue") == "cake = CAKE\ntree = TREE\nblue = "
+    assert few_shot_prompt([], "blue") == "blue = "
+    assert real_words("The cake and a tree, tree3 blue.") == ["blue", "cake", "tree"]
+    rng = np.random.default_rng(0)
+    assert not set(random_words(500, rng, exclude={"abcd"})) & {"abcd"}
+    text = task_stream(500, rng)
+    assert len(text) >= 500 and all(" = " in line for line in text.splitlines() if line)
+    assert exact_match(["A", "b"], ["A", "c"]) == 0.5
+
+
+def test_greedy_answers_and_choices_use_the_model():
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ =\n")
+    model = GPT(GPTConfig(tok.vocab_size, 64, 1, 1, 16)).eval()
+    prompts = ["cake = CAKE\nblue = ", "tree = ", "abcd = "]
+    answers = greedy_answers(model, tok, prompts, max_new_tokens=5)
+    for p, a in zip(prompts, answers):                 # the same as decoding one at a time
+        ids = torch.tensor([tok.encode(p)])
+        out = tok.decode(model.generate(ids, 5, temperature=0)[0, ids.shape[1]:].tolist())
+        assert a == out.split("\n")[0]
+    scores = choice_scores(model, tok, "cake = ", ["CAKE", "c", "dblf"])
+    assert scores.shape == (3,) and choose(model, tok, "cake = ", ["CAKE", "c", "dblf"]) == int(scores.argmax())
