@@ -158,3 +158,44 @@ def test_affine_check():
     assert check_affine(lambda x, a, s, tx, ty: affine(x, a, s, tx, ty), seed=0, verbose=False)
     wrong = check_affine(lambda x, a, s, tx, ty: affine(x, -a, s, tx, ty), seed=0, verbose=False)
     assert not wrong and "values differ" in wrong.message
+
+
+def test_lab02_checks_accept_the_reference_and_catch_mistakes():
+    from webmm_lab.checks import check_attention, check_merge, check_top_p, reference_attention
+    from webmm_lab.models.sampling import top_p_filter
+
+    assert check_attention(reference_attention, seed=0, verbose=False)
+
+    def no_mask(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
+        B, T, C = x.shape
+        q, k, v = (x @ w_qkv.T + b_qkv).split(C, dim=2)
+        q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v)          # forgot is_causal
+        return y.transpose(1, 2).reshape(B, T, C) @ w_proj.T + b_proj
+    result = check_attention(no_mask, seed=0, verbose=False)
+    assert not result and "values differ" in result.message
+
+    def greedy_overlap(ids, pair, new_id):                   # merges "aaa" into "ZZ"-style overlaps
+        out = list(ids)
+        for i in range(len(out) - 1):
+            if (out[i], out[i + 1]) == tuple(pair):
+                out[i] = new_id
+        return out
+    assert not check_merge(greedy_overlap, seed=0, verbose=False)
+    assert check_merge(_merge_ref, seed=0, verbose=False)
+
+    assert check_top_p(top_p_filter, seed=0, verbose=False)
+    off_by_one = lambda logits, p: top_p_filter(logits, min(1.0, p + 0.3))
+    assert not check_top_p(off_by_one, seed=0, verbose=False)
+
+
+def _merge_ref(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out

@@ -142,3 +142,17 @@ def test_random_batches_depend_only_on_step():
     with pytest.raises(ValueError, match="different lengths"):
         random_batches(torch.zeros(3), torch.zeros(4), batch_size=2)
     assert math.isfinite(float(b(0)[0].float().mean()))
+
+
+def test_window_batches_mix_streams_and_shift_targets():
+    from webmm_lab.train import window_batches
+    a, b = torch.arange(0, 1000), torch.arange(5000, 6000)
+    fn = window_batches([a, b], batch_size=400, block_size=8, weights=[0.25, 0.75], seed=3)
+    x, y = fn(0)
+    assert x.shape == y.shape == (400, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    assert torch.all((x[:, 1:] - x[:, :-1]) == 1)                     # contiguous windows
+    from_b = (x[:, 0] >= 5000).float().mean().item()
+    assert 0.65 < from_b < 0.85
+    assert torch.equal(fn(5)[0], fn(5)[0])
+    with pytest.raises(ValueError, match="longer than block_size"):
+        window_batches([torch.arange(5)], batch_size=2, block_size=8)

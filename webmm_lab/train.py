@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -88,6 +89,30 @@ def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Ca
     return batch_fn
 
 
+def window_batches(streams: list[torch.Tensor], batch_size: int, block_size: int,
+                   weights: list[float] | None = None, seed: int = 0) -> Callable[[int], tuple]:
+    """A `batch_fn` for language models: random windows of `block_size + 1` tokens from 1-D
+    token streams, each row drawn from stream i with probability weights[i]; returns
+    (inputs, targets), both (batch_size, block_size), targets shifted by one."""
+    weights = torch.tensor(weights or [1.0] * len(streams), dtype=torch.float)
+    for s in streams:
+        if s.dim() != 1 or len(s) <= block_size + 1:
+            raise ValueError(f"each stream must be 1-D and longer than block_size + 1 = "
+                             f"{block_size + 1}, got shape {tuple(s.shape)}")
+    offsets = torch.arange(block_size + 1)
+
+    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        which = torch.multinomial(weights, batch_size, replacement=True, generator=g)   # (B,)
+        rows = torch.empty(batch_size, block_size + 1, dtype=streams[0].dtype)
+        for i, s in enumerate(streams):
+            sel = (which == i).nonzero().flatten()
+            starts = torch.randint(len(s) - block_size - 1, (len(sel),), generator=g)
+            rows[sel] = s[starts[:, None] + offsets]                                     # (b, T+1)
+        return rows[:, :-1], rows[:, 1:]
+    return batch_fn
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move a batch (tensor, tuple, list or dict of them) to `device`."""
     if isinstance(batch, torch.Tensor):
@@ -146,9 +171,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         history = History.from_dict(state["history"])
         step = history.resumed_from = int(state["step"])
         if step >= steps:
-            print(f"run {run!r} is already complete ({step}/{steps} steps): loaded {path}")
+            print(f"run {run!r} is already complete ({step}/{steps} steps): loaded {os.path.relpath(path)}")
             return history
-        print(f"resuming run {run!r} at step {step}/{steps} from {path}")
+        print(f"resuming run {run!r} at step {step}/{steps} from {os.path.relpath(path)}")
     else:
         torch.manual_seed(seed)
 
@@ -224,7 +249,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         history.seconds += time.perf_counter() - t0
         checkpoint()
         bar.close()
-        print(f"interrupted at step {step}/{steps}" + (f"; checkpoint saved to {path}" if path else ""))
+        print(f"interrupted at step {step}/{steps}" + (f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
         raise
     flush()
     bar.close()

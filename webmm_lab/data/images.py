@@ -107,7 +107,8 @@ def load_mnist(split: str = "train", download_ok: bool = True, fallback: bool = 
         for name in names:
             path = root / name
             if not path.is_file() and not download_ok:
-                raise DownloadError(f"{name} is not in the cache {root} (downloads are off in "
+                where = str(root).replace(str(Path.home()), "~")
+                raise DownloadError(f"{name} is not in the cache {where} (downloads are off in "
                                     "this profile)")
             paths.append(download([m + name for m in mirrors], path, files[name]))
     except DownloadError as e:

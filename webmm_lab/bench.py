@@ -1,0 +1,92 @@
+"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`.
+
+For each GPT preset: training throughput (tokens/s), the FLOP/s it achieves (6·N per token for
+the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's measured
+matmul rate, and the KV cache's speed-up when generating 256 tokens greedily.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from .device import autocast, pick_device
+from .models.gpt import GPT, GPTConfig
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_flops(device: torch.device, n: int = 1024, repeat: int = 20) -> float:
+    """Measured FLOP/s of an n x n matmul (in the autocast dtype on GPUs)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    with autocast(device):
+        a @ b
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            a @ b
+        _sync(device)
+    return 2 * n ** 3 * repeat / (time.perf_counter() - t0)
+
+
+def bench_gpt(preset: str, device: torch.device, batch: int = 8, block: int = 256,
+              steps: int = 10, vocab: int = 256) -> dict[str, float]:
+    """Training tokens/s, achieved FLOP/s, and KV-cache speed-up for one preset."""
+    torch.manual_seed(0)
+    cfg = GPTConfig.preset(preset, vocab_size=vocab, block_size=block)
+    model = GPT(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    x = torch.randint(vocab, (batch, block), device=device)
+
+    def step():
+        with autocast(device):
+            loss = model(x, x)[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    tok_s = batch * block * steps / (time.perf_counter() - t0)
+    n = model.num_params()
+    flops_per_token = 6 * n + 6 * cfg.n_layer * block * cfg.n_embd
+    prompt = torch.randint(vocab, (1, 1), device=device)
+    times = {}
+    for use_cache in (True, False):
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            model.generate(prompt, block - 1, temperature=0, use_cache=use_cache)
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+        times[use_cache] = best
+    return {"params": n, "tokens/s": tok_s, "FLOP/s": tok_s * flops_per_token,
+            "kv speed-up": times[False] / times[True]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m webmm_lab.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["gpt"])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--presets", nargs="+", default=["nano", "micro", "mini"])
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    peak = matmul_flops(device)
+    print(f"device {device}; measured matmul rate {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'preset':<8} {'params':>10} {'train tok/s':>12} {'GFLOP/s':>9} {'% of matmul':>12} {'KV speed-up (255 tok)':>22}")
+    for preset in args.presets:
+        r = bench_gpt(preset, device)
+        print(f"{preset:<8} {r['params']:>10,} {r['tokens/s']:>12,.0f} {r['FLOP/s'] / 1e9:>9.2f} "
+              f"{100 * r['FLOP/s'] / peak:>11.1f}% {r['kv speed-up']:>21.1f}x")
+
+
+if __name__ == "__main__":
+    main()
