@@ -217,7 +217,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
             batch = to_device(batch_fn(step), device)
             with autocast(device):
                 loss = loss_fn(forward, batch)
-            if not torch.isfinite(loss.detach()).all() and device.type == "cpu":
+            if device.type == "cpu" and not torch.isfinite(loss.detach()).all():  # no GPU sync
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower lr?")
             scaler.scale(loss).backward()
             if clip is not None:
