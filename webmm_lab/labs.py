@@ -7,7 +7,8 @@ In a solution, the code between
     ...
     ### END SOLUTION
 
-becomes, in the student version, `raise NotImplementedError("<hint>")` at the same indentation.
+becomes, in the student version, a stub raising NotImplementedError("Your turn: <hint>") at the
+same indentation.
 Outputs are cleared. A test checks that the student notebooks are up to date.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 
+STUB_ERROR = NotImplementedError.__name__   # what a student's stub raises
 BEGIN = re.compile(r"^(?P<indent>\s*)### BEGIN SOLUTION\s*(?P<hint>.*)$")
 END = re.compile(r"^\s*### END SOLUTION\s*$")
 
@@ -31,7 +33,7 @@ def strip_solutions(source: str, where: str = "cell") -> str:
                 raise ValueError(f"{where}: '### BEGIN SOLUTION' inside another solution block")
             inside = True
             hint = m["hint"].strip() or "write this part"
-            out.append(f'{m["indent"]}raise NotImplementedError({("Your turn: " + hint)!r})')
+            out.append(f'{m["indent"]}raise {STUB_ERROR}({("Your turn: " + hint)!r})')
         elif END.match(line):
             if not inside:
                 raise ValueError(f"{where}: '### END SOLUTION' without a BEGIN")
