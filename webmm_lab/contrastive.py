@@ -1,4 +1,5 @@
-"""Contrastive losses: SimCLR's InfoNCE (NT-Xent) over two views of the same images.
+"""Contrastive losses: SimCLR's InfoNCE (NT-Xent) over two views of the same images, and
+CLIP's symmetric image-text loss, which can gather features across processes.
 
 Both this and CLIP's loss (notebook 07) are the same idea: L2-normalise embeddings, take all
 dot products divided by a temperature, and read each row as a classification whose correct
@@ -6,14 +7,17 @@ class is the matching pair. They share `similarity_logits`.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
 def similarity_logits(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """Cosine similarities of every row of `a` (N, D) with every row of `b` (M, D), divided by
     the temperature: (N, M)."""
-    if isinstance(temperature, (int, float)) and temperature <= 0:
+    if isinstance(temperature, (int, float)) and temperature <= 0:   # tensors: no device sync
         raise ValueError(f"temperature must be positive, got {temperature}")
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
 
@@ -37,3 +41,49 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
     logits = logits.masked_fill(self_mask, float("-inf"))           # never pick yourself
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # i <-> i + N
     return F.cross_entropy(logits, targets)
+
+
+# --- CLIP (notebook 07): images against captions -------------------------------------------
+
+LOGIT_SCALE_INIT = math.log(1 / 0.07)   # CLIP's initial temperature 0.07
+LOGIT_SCALE_MAX = math.log(100)         # the learned scale is clamped to at most 100
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (n, D) from every process, in rank order: (world * n, D). Gradients flow
+    back to the process that produced each row. Without torch.distributed, returns `x`."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x))
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+              gather: bool = True) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss for matching rows of `image` and `text` (n, D).
+
+    logits = exp(logit_scale) · normalised image · normalised textᵀ; each row (an image choosing
+    its caption) and each column (a caption choosing its image) is a cross-entropy. Under
+    torch.distributed (gather=True) the local rows are scored against the columns of every
+    process, so the negatives are the whole global batch; averaging this loss over processes
+    (as DDP averages gradients) equals the full-batch loss.
+    """
+    if image.shape != text.shape or image.dim() != 2:
+        raise ValueError(f"expected image and text features of the same (n, D) shape, got "
+                         f"{tuple(image.shape)} and {tuple(text.shape)}")
+    all_image, all_text = (gather_with_grad(image), gather_with_grad(text)) if gather else (image, text)
+    if len(all_image) < 2:
+        raise ValueError("clip_loss needs a batch of at least 2 pairs: the other pairs are the "
+                         f"negatives (got {len(all_image)})")
+    offset = dist.get_rank() * len(image) if len(all_image) > len(image) else 0
+    temperature = logit_scale.exp().reciprocal()
+    per_image = similarity_logits(image, all_text, temperature)          # (n, N)
+    per_text = similarity_logits(text, all_image, temperature)           # (n, N)
+    labels = torch.arange(len(image), device=image.device) + offset
+    return (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2
+
+
+@torch.no_grad()
+def clamp_logit_scale(logit_scale: torch.Tensor) -> None:
+    """Clamp the learned log-scale to [0, ln 100] in place (call after every optimizer step)."""
+    logit_scale.clamp_(0, LOGIT_SCALE_MAX)

@@ -151,11 +151,10 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() - self.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                pos: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) for token ids `idx` (B, T), and the mean cross-entropy against
-        `targets` (B, T) if given (-1 marks positions to ignore).
+    def features(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
+                 extra: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd) for token ids `idx` (B, T), after ln_f: what
+        the output head reads, and what a text encoder or a linear probe uses.
 
         pos:   position ids (T,) or (B, T); default: 0..T-1, offset by what `cache` holds.
         extra: an embedding (B, T, n_embd) added to token + position embeddings.
@@ -180,7 +179,14 @@ class GPT(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.length += T
-        logits = self.head(self.ln_f(x))                                     # (B, T, vocab)
+        return self.ln_f(x)                                                  # (B, T, C)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) for token ids `idx` (B, T), and the mean cross-entropy against
+        `targets` (B, T) if given (-1 marks positions to ignore). See `features` for the rest."""
+        logits = self.head(self.features(idx, pos, extra, cache))            # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
