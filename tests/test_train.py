@@ -156,3 +156,16 @@ def test_window_batches_mix_streams_and_shift_targets():
     assert torch.equal(fn(5)[0], fn(5)[0])
     with pytest.raises(ValueError, match="longer than block_size"):
         window_batches([torch.arange(5)], batch_size=2, block_size=8)
+
+
+def test_after_step_runs_after_every_optimizer_step():
+    from webmm_lab.contrastive import LOGIT_SCALE_MAX, clamp_logit_scale
+    scale = nn.Parameter(torch.tensor(4.0))
+    model = nn.ParameterDict({"s": scale})
+    seen = []
+    def hook(m):
+        clamp_logit_scale(m["s"])
+        seen.append(m["s"].item())
+    train(model, lambda m, b: -m["s"] * 10, lambda step: None, steps=30, lr=0.5, warmup=0,
+          after_step=hook, progress=False, device="cpu")
+    assert len(seen) == 30 and max(seen) <= LOGIT_SCALE_MAX + 1e-6 and seen[-1] == pytest.approx(LOGIT_SCALE_MAX)

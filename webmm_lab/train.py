@@ -131,6 +131,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
           eval_every: int | None = None, run: str | None = None, ckpt_every: int | None = None,
           ckpt_seconds: float = 60.0, stop_after: int | None = None, seed: int = 0,
+          after_step: Callable[[nn.Module], None] | None = None,
           device: torch.device | str | None = None, compile: bool = False,
           progress: bool = True) -> History:
     """Train `model` in place for `steps` optimizer steps and return its History.
@@ -141,6 +142,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                 session were cut off; calling again resumes. For demonstrations and tests.
     eval_fn:    called as eval_fn(model) under no_grad in eval mode every `eval_every` steps
                 and at the end; returns {"metric": value}.
+    after_step: called as after_step(model) after every optimizer step (e.g. CLIP clamps its
+                logit scale there).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -226,6 +229,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step(model)
             pending.append(loss.detach())
             history.steps.append(step)
             history.lr.append(opt.param_groups[0]["lr"])

@@ -1,0 +1,68 @@
+"""CLIP (Radford et al., 2021): an image encoder and a text encoder mapped into one embedding
+space, trained so that matching image-caption pairs have the largest dot products.
+
+    model = CLIP(ConvEncoder(3, 32), GPT(GPTConfig(vocab_size, 32, 2, 2, 64)), embed_dim=64)
+    img = model.encode_image(images)                 # (B, D), unit length
+    txt = model.encode_text(ids, lengths)            # (B, D): the feature at each caption's last
+                                                     # token, the end-of-text marker
+    loss = clip_loss(img, txt, model.logit_scale)    # webmm_lab.contrastive
+
+Zero-shot classification: `zero_shot_weights` embeds "a photo of a {}"-style templates for each
+class name, averages them, and `logits = image_embeddings @ weights` picks a class.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..contrastive import LOGIT_SCALE_INIT
+from .gpt import GPT
+
+
+class CLIP(nn.Module):
+    """Two towers, linear projections to `embed_dim`, and a learned logit scale."""
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: GPT, embed_dim: int = 64):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.Linear(image_encoder.out_dim, embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_encoder.cfg.n_embd, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings (B, D) of images (B, C, H, W)."""
+        return F.normalize(self.image_proj(self.image_encoder(images)), dim=-1)
+
+    def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings (B, D) of captions: ids (B, T), padded after each caption's
+        end-of-text token at position lengths - 1. The causal mask means padding never affects
+        the feature read there."""
+        if (lengths < 1).any() or (lengths > ids.shape[1]).any():
+            raise ValueError(f"lengths must be in [1, {ids.shape[1]}], got {lengths.tolist()}")
+        h = self.text_encoder.features(ids)                                   # (B, T, C)
+        last = h[torch.arange(len(ids), device=ids.device), lengths - 1]      # (B, C)
+        return F.normalize(self.text_proj(last), dim=-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor):
+        return self.encode_image(images), self.encode_text(ids, lengths)
+
+
+@torch.no_grad()
+def zero_shot_weights(encode_texts: Callable[[list[str]], torch.Tensor], classnames: list[str],
+                      templates: list[str]) -> torch.Tensor:
+    """Zero-shot classifier (D, n_classes): for each class, embed every template filled with its
+    name, normalise, average over templates, normalise again (CLIP's prompt ensembling).
+
+    encode_texts(list of strings) -> (n, D) embeddings.
+    """
+    if not templates or not all("{}" in t for t in templates):
+        raise ValueError(f"every template needs a '{{}}' for the class name, got {templates!r}")
+    columns = []
+    for name in classnames:
+        emb = F.normalize(encode_texts([t.format(name) for t in templates]), dim=-1)   # (n_t, D)
+        columns.append(F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(columns, dim=1)                                              # (D, C)
