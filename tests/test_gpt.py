@@ -174,3 +174,13 @@ def test_greedy_answers_and_choices_use_the_model():
         assert a == out.split("\n")[0]
     scores = choice_scores(model, tok, "cake = ", ["CAKE", "c", "dblf"])
     assert scores.shape == (3,) and choose(model, tok, "cake = ", ["CAKE", "c", "dblf"]) == int(scores.argmax())
+
+
+def test_pad_batch_pads_to_the_longest_and_marks_the_end():
+    from webmm_lab.tokenizers import pad_batch
+    tok = CharTokenizer.from_text("abc |")
+    ids, lengths = pad_batch(tok, ["ab", "abcab", "c"], end="|")
+    assert ids.shape == (3, 6) and lengths.tolist() == [3, 6, 2]
+    assert tok.decode(ids[0, :3].tolist()) == "ab|" and ids[0, 3:].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="exceeds max_len=4"):
+        pad_batch(tok, ["abcab"], end="|", max_len=4)

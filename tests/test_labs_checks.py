@@ -199,3 +199,25 @@ def _merge_ref(ids, pair, new_id):
             out.append(ids[i])
             i += 1
     return out
+
+
+def test_lab07_checks_catch_mistakes():
+    from webmm_lab.checks import check_clip_loss, check_zero_shot_weights
+    from webmm_lab.contrastive import clip_loss
+    from webmm_lab.models.clip import zero_shot_weights
+
+    assert check_clip_loss(lambda i, t, s: clip_loss(i, t, s, gather=False), seed=0, verbose=False)
+    rows_only = lambda i, t, s: F.cross_entropy(s.exp() * F.normalize(i, dim=1) @ F.normalize(t, dim=1).T,
+                                                torch.arange(len(i)))
+    assert not check_clip_loss(lambda i, t, s: clip_loss(i, t, s.detach() * 0 + 2.659, gather=False),
+                               seed=0, verbose=False)            # ignores the learned scale
+    result = check_clip_loss(rows_only, seed=0, verbose=False)   # one direction only
+    assert not result
+
+    assert check_zero_shot_weights(zero_shot_weights, seed=0, verbose=False)
+    def first_template_only(encode, names, templates):
+        return zero_shot_weights(encode, names, templates[:1])
+    def unnormalised_mean(encode, names, templates):
+        return torch.stack([encode([t.format(n) for t in templates]).mean(0) for n in names], 1)
+    assert not check_zero_shot_weights(unnormalised_mean, seed=0, verbose=False)
+    assert not check_zero_shot_weights(first_template_only, seed=3, verbose=False)

@@ -15,6 +15,7 @@ import re
 from typing import Iterable
 
 import numpy as np
+import torch
 
 # GPT-2's pre-tokenisation: contractions, letters, digits, other symbols (each with an optional
 # leading space), whitespace. [^\W\d_] is Python's "letter"; the last branch catches any character
@@ -140,3 +141,18 @@ class BPETokenizer:
     def token_strings(self, ids: Iterable[int]) -> list[str]:
         """Each token as readable text (for showing how a string is split)."""
         return [self.vocab[int(i)].decode("utf-8", errors="replace") for i in ids]
+
+
+def pad_batch(tokenizer, texts: list[str], end: str | None = None, max_len: int | None = None):
+    """Token ids of `texts` padded with 0 to the longest (at most `max_len`), and each text's
+    length: ((B, T) long, (B,) long). With `end`, that marker is appended to every text (CLIP
+    reads its text feature there). A text longer than max_len is a clear error."""
+    rows = [tokenizer.encode(t + (end or "")) for t in texts]
+    longest = max(len(r) for r in rows) if rows else 0
+    if max_len is not None and longest > max_len:
+        raise ValueError(f"a text of {longest} tokens exceeds max_len={max_len}: "
+                         f"{texts[[len(r) for r in rows].index(longest)]!r:.80}")
+    ids = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+    return torch.from_numpy(ids), torch.tensor([len(r) for r in rows])
