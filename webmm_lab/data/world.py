@@ -15,7 +15,7 @@ backgrounds (`render(..., background="noise")`). Deterministic for a seed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
