@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .train import step_generator
+
 
 @dataclass
 class AugmentConfig:
@@ -94,7 +96,7 @@ def labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int
     """A `batch_fn(step)` for supervised training: `batch_size` random labelled images, each
     augmented (pass cfg=None for none). The draw depends only on (seed, step)."""
     def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        gen = step_generator(seed, step)
         idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen)
         x = images[idx] if cfg is None else augment(images[idx], gen, cfg)
         return x, labels[idx]
@@ -106,7 +108,7 @@ def view_pair_batches(images: torch.Tensor, batch_size: int, seed: int = 0,
     """A `batch_fn(step)` for contrastive pre-training: two views of `batch_size` random
     images (no labels). The draw depends only on (seed, step)."""
     def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        gen = step_generator(seed, step)
         idx = torch.randint(len(images), (batch_size,), generator=gen)
         return two_views(images[idx], gen, cfg)
     return batch_fn

@@ -76,6 +76,12 @@ def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float 
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random generator of one training step: it depends only on (seed, step), so a resumed
+    run draws exactly the batches an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Callable[[int], tuple]:
     """A `batch_fn` drawing `batch_size` random rows of `tensors`; the draw depends only on step."""
     n = len(tensors[0])
@@ -83,7 +89,7 @@ def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Ca
         raise ValueError(f"tensors have different lengths {[len(t) for t in tensors]}")
 
     def batch_fn(step: int) -> tuple:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = step_generator(seed, step)
         idx = torch.randint(n, (batch_size,), generator=g)
         return tuple(t[idx] for t in tensors)
     return batch_fn
@@ -102,7 +108,7 @@ def window_batches(streams: list[torch.Tensor], batch_size: int, block_size: int
     offsets = torch.arange(block_size + 1)
 
     def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = step_generator(seed, step)
         which = torch.multinomial(weights, batch_size, replacement=True, generator=g)   # (B,)
         rows = torch.empty(batch_size, block_size + 1, dtype=streams[0].dtype)
         for i, s in enumerate(streams):
