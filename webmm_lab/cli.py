@@ -4,6 +4,8 @@
     webmm-lab run all --profile smoke
     webmm-lab results                     # every recorded claim, as a table
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
+    webmm-lab train clip [--steps N ...]  # train CLIP on the synthetic world; under torchrun:
+    torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip
 """
 from __future__ import annotations
 
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
+    p_train = sub.add_parser("train", help="train a course model from the command line "
+                             "(also under torchrun); `webmm-lab train clip --help` for options")
+    p_train.add_argument("model", choices=["clip"])
+    p_train.add_argument("options", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.cmd == "run":
@@ -111,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nfailed: {', '.join(failed)}")
             return 1
         return 0
+    if args.cmd == "train":
+        from .clip_train import main as train_clip_main
+        return train_clip_main(args.options)
     if args.cmd == "results":
         print(format_table(load_results()))
         return 0

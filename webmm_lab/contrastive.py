@@ -8,6 +8,7 @@ class is the matching pair. They share `similarity_logits`.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -55,7 +56,9 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x))
+    with warnings.catch_warnings():     # deprecated for a private API; still the autograd-aware one
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x))
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
@@ -87,3 +90,15 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
 def clamp_logit_scale(logit_scale: torch.Tensor) -> None:
     """Clamp the learned log-scale to [0, ln 100] in place (call after every optimizer step)."""
     logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+
+
+def chunked_clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                      chunk: int) -> torch.Tensor:
+    """`clip_loss` on consecutive chunks of `chunk` pairs, averaged. The same examples and the
+    same optimizer steps as the full batch, but each softmax sees only chunk - 1 negatives: the
+    fair way to measure what the size of the softmax alone is worth (notebook 07)."""
+    if chunk < 2 or len(image) % chunk:
+        raise ValueError(f"chunk must be >= 2 and divide the batch of {len(image)}, got {chunk}")
+    losses = [clip_loss(i, t, logit_scale, gather=False)
+              for i, t in zip(image.split(chunk), text.split(chunk))]
+    return torch.stack(losses).mean()

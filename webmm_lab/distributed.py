@@ -75,6 +75,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str, batch: int, se
                             for p, q in zip(model.parameters(), reference.parameters()))
             torch.save({"loss_diff": abs(mean_loss.item() - full.item()), "grad_diff": grad_diff,
                         "loss": full.item()}, out_file)
+        dist.barrier()      # leave together: gloo aborts a process whose peer tears down early
     finally:
         dist.destroy_process_group()
 

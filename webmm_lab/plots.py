@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -10,10 +11,12 @@ import torch
 
 
 def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None = None,
-               ncols: int = 8, size: float = 1.2, cmap: str = "gray", suptitle: str | None = None):
+               ncols: int = 8, size: float = 1.2, cmap: str = "gray", suptitle: str | None = None,
+               title_size: float = 8, wrap: int | None = None, below: bool = False):
     """Show images (N, H, W), (N, 1, H, W) or (N, 3, H, W) with values in [0, 1] in a grid.
 
-    `titles` (labels, short captions) go above the images. Returns the figure.
+    `titles` (labels, captions) go above the images, or under them with `below`; `wrap` breaks
+    them into lines of at most that many characters. Returns the figure.
     """
     x = torch.as_tensor(images).detach().float().cpu()
     if x.dim() == 3:
@@ -23,7 +26,11 @@ def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None =
     n = len(x)
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    extra = 0.35 if titles is not None else 0.0
+    lines = 1
+    if titles is not None:
+        titles = [textwrap.fill(str(t), wrap) if wrap else str(t) for t in titles]
+        lines = max(t.count("\n") + 1 for t in titles)
+    extra = 0.2 + 0.15 * lines * title_size / 8 if titles is not None else 0.0
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + extra)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -33,8 +40,11 @@ def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None =
         img = x[i].permute(1, 2, 0).clamp(0, 1).numpy()    # (H, W, C)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=1,
                   interpolation="nearest")
-        if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8, pad=2)
+        if titles is not None and below:
+            ax.text(0.5, -0.03, titles[i], transform=ax.transAxes, ha="center", va="top",
+                    fontsize=title_size)
+        elif titles is not None:
+            ax.set_title(titles[i], fontsize=title_size, pad=2)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

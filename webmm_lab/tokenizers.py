@@ -143,11 +143,21 @@ class BPETokenizer:
         return [self.vocab[int(i)].decode("utf-8", errors="replace") for i in ids]
 
 
-def pad_batch(tokenizer, texts: list[str], end: str | None = None, max_len: int | None = None):
+def pad_batch(tokenizer, texts: list[str], end: str | None = None, max_len: int | None = None,
+              cache: dict[str, list[int]] | None = None):
     """Token ids of `texts` padded with 0 to the longest (at most `max_len`), and each text's
     length: ((B, T) long, (B,) long). With `end`, that marker is appended to every text (CLIP
-    reads its text feature there). A text longer than max_len is a clear error."""
-    rows = [tokenizer.encode(t + (end or "")) for t in texts]
+    reads its text feature there). A text longer than max_len is a clear error. `cache`, a dict
+    kept between calls, remembers each text's ids (captions repeat; BPE encoding is slow)."""
+    rows = []
+    for t in texts:
+        t += end or ""
+        if cache is None:
+            rows.append(tokenizer.encode(t))
+        else:
+            if t not in cache:
+                cache[t] = tokenizer.encode(t)
+            rows.append(cache[t])
     longest = max(len(r) for r in rows) if rows else 0
     if max_len is not None and longest > max_len:
         raise ValueError(f"a text of {longest} tokens exceeds max_len={max_len}: "

@@ -41,6 +41,7 @@ class GPTConfig:
     n_embd: int = 64
     dropout: float = 0.0
     bias: bool = True
+    causal: bool = True         # False: every position sees every other (ViT, text encoders)
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, block_size: int = 128, **kw) -> "GPTConfig":
@@ -72,6 +73,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.proj.residual = True  # scaled init, see GPT._init
         self.dropout = cfg.dropout
+        self.causal = cfg.causal
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -79,7 +81,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)   # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)   # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)   # (B, nh, T, hs)
-        mask, causal = None, True
+        mask, causal = None, self.causal
         if cache is not None:
             start = cache.length
             cache.k[layer][:, :, start:start + T] = k

@@ -1,0 +1,319 @@
+"""CLIP on the synthetic world (notebook 07): the training data, the model, zero-shot
+evaluation, and `webmm-lab train clip`, on one process or on several under torchrun.
+
+    setup = ClipSetup(steps=800, batch=128)
+    world = ClipWorld.build(setup)             # training scenes, images, a BPE tokenizer of captions
+    model = build_clip(setup, world)
+    history = train_clip(model, world, setup)  # the course's loop; the logit scale clamped each step
+    images, labels = eval_set(setup, "held-out", 500)
+    accuracy(predict(model, world, images), labels)
+
+Under torchrun every process builds the same world, takes its slice of each global batch and
+`clip_loss` gathers the features of all processes, so 2 processes x 64 pairs train the same
+model as 1 process x 128 (exactly so with norm="group"; BatchNorm statistics are per process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import save_checkpoint
+from .contrastive import chunked_clip_loss, clamp_logit_scale, clip_loss
+from .data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
+from .models.clip import CLIP, zero_shot_weights
+from .models.cnn import ConvEncoder
+from .models.gpt import GPT, GPTConfig
+from .tokenizers import BPETokenizer, pad_batch
+from .train import History, step_generator, train
+
+PAIRS = [(shape, colour) for shape in SHAPES for colour in COLOURS]    # the 48 classes
+CLASS_NAMES = [f"{colour} {shape}" for shape, colour in PAIRS]         # "red circle", ...
+END = "|"                                                              # end-of-text marker
+DEFAULT_TEMPLATE = "a {}"
+EVAL_KINDS = ("held-out", "seen", "outline", "sketch", "noise")
+
+
+@dataclass
+class ClipSetup:
+    """Everything that defines a CLIP run on the world (the notebook's profiles fill it in)."""
+    pool: int = 20000              # training scenes (each seen with a fresh random caption)
+    resolution: int = 32
+    held_out: int = 10             # (shape, colour) pairs never seen together in training
+    outline_shapes: tuple[str, ...] = ("circle", "square", "triangle")
+    outline_fraction: float = 0.25  # share of training scenes drawn in outline (those shapes only)
+    vocab: int = 330               # BPE vocabulary learned from captions
+    width: int = 8                 # image tower: ConvEncoder(3, width) -> 4 * width features
+    norm: str = "batch"            # "batch" or "group" (see models/cnn.py)
+    text_width: int = 64
+    text_layers: int = 2
+    heads: int = 2
+    context: int = 32              # longest caption in tokens
+    embed_dim: int = 64
+    batch: int = 128               # the global batch: the softmax's N
+    chunk: int = 0                 # > 0: softmax over chunks of this many pairs instead
+    steps: int = 800
+    lr: float = 2e-3
+    seed: int = 0                  # model initialisation and batch order (the data is fixed)
+
+
+def held_out_pairs(n: int, seed: int = 123) -> set[tuple[str, str]]:
+    """`n` (shape, colour) pairs to keep out of training, the same for every run."""
+    rng = np.random.default_rng(seed)
+    return {PAIRS[i] for i in rng.choice(len(PAIRS), n, replace=False)}
+
+
+def seen_classes(setup: ClipSetup) -> list[int]:
+    """Indices (into PAIRS) of the pairs that appear in training."""
+    held = held_out_pairs(setup.held_out)
+    return [i for i, p in enumerate(PAIRS) if p not in held]
+
+
+def training_scenes(setup: ClipSetup) -> list[Scene]:
+    """The training pool: filled shapes of every seen pair, plus outline drawings ("an outline
+    drawing of ...") of `outline_shapes` only; the other shapes are never drawn in outline."""
+    held = held_out_pairs(setup.held_out)
+    n_outline = round(setup.pool * setup.outline_fraction) if setup.outline_shapes else 0
+    scenes = sample_scenes(setup.pool - n_outline, seed=0, held_out=held)
+    if n_outline:
+        scenes += sample_scenes(n_outline, seed=1, objects=list(setup.outline_shapes),
+                                held_out=held, styles=("outline",))
+    return scenes
+
+
+def eval_scenes(setup: ClipSetup, kind: str, n: int, seed: int = 0) -> list[Scene]:
+    """Test scenes, never in the training pool:
+    held-out  the held-out pairs, filled (zero-shot on new combinations)
+    seen      seen pairs, filled, new images (in distribution)
+    outline   seen pairs, outline drawings of the shapes that training drew in outline
+    sketch    seen pairs, outline drawings of the other shapes (a shift: never drawn so)
+    noise     seen pairs, filled, on a noisy background (render with background="noise")."""
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"unknown eval set {kind!r}; choose from {EVAL_KINDS}")
+    held = held_out_pairs(setup.held_out)
+    seed = 1000 + 10 * seed + EVAL_KINDS.index(kind)
+    if kind == "held-out":
+        return sample_scenes(n, seed=seed, held_out=held, split="test")
+    others = [s for s in SHAPES if s not in setup.outline_shapes]
+    if kind in ("outline", "sketch"):
+        objects = list(setup.outline_shapes) if kind == "outline" else others
+        return sample_scenes(n, seed=seed, objects=objects, held_out=held, styles=("outline",))
+    return sample_scenes(n, seed=seed, held_out=held)
+
+
+def eval_set(setup: ClipSetup, kind: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (n, 3, R, R) and labels (n,) (indices into PAIRS) of an `eval_scenes` set."""
+    scenes = eval_scenes(setup, kind, n, seed)
+    images = render(scenes, setup.resolution, background="noise" if kind == "noise" else "black",
+                    seed=seed)
+    return images, torch.tensor([PAIRS.index((s.obj, s.colour)) for s in scenes])
+
+
+def _rank_slice(n: int) -> slice:
+    """This process's rows of a global batch of n (all of them without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return slice(0, n)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if n % world:
+        raise ValueError(f"the global batch {n} must divide evenly among {world} processes")
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
+@dataclass
+class ClipWorld:
+    """The training pool as tensors, and the tokenizer of its captions."""
+    setup: ClipSetup
+    scenes: list[Scene]
+    images: torch.Tensor                   # (N, 3, R, R) uint8, to save memory
+    tokenizer: BPETokenizer
+    cache: dict = field(default_factory=dict, repr=False)   # caption -> token ids
+
+    @classmethod
+    def build(cls, setup: ClipSetup) -> "ClipWorld":
+        """Sample and render the pool; learn a BPE vocabulary from captions of its scenes."""
+        scenes = training_scenes(setup)
+        images = (render(scenes, setup.resolution) * 255).round().to(torch.uint8)
+        rng = np.random.default_rng(99)
+        text = "\n".join(caption(s, rng) + END for s in scenes[:4000])
+        return cls(setup, scenes, images, BPETokenizer.train(text, setup.vocab))
+
+    def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids (B, T) and lengths (B,) of `texts`, each ending in the END marker."""
+        return pad_batch(self.tokenizer, texts, end=END, max_len=self.setup.context, cache=self.cache)
+
+    def batches(self, batch: int | None = None, seed: int | None = None):
+        """batch_fn(step) -> (images (b, 3, R, R) float, ids (b, T), lengths (b,)): random scenes,
+        each with a random caption, the same for every process; b = this process's share."""
+        batch = batch or self.setup.batch
+        seed = self.setup.seed if seed is None else seed
+        rows = _rank_slice(batch)
+
+        def batch_fn(step: int):
+            g = step_generator(seed, step)
+            idx = torch.randint(len(self.scenes), (batch,), generator=g)
+            rng = np.random.default_rng([seed, step])
+            captions = [caption(self.scenes[i], rng) for i in idx.tolist()]   # the whole batch's
+            ids, lengths = self.tokens(captions[rows])
+            return self.images[idx[rows]].float() / 255, ids, lengths
+        return batch_fn
+
+    def label_batches(self, batch: int | None = None, seed: int | None = None):
+        """batch_fn(step) -> (images, labels): the same images with class labels (indices into
+        PAIRS), for the supervised baseline."""
+        batch = batch or self.setup.batch
+        seed = self.setup.seed if seed is None else seed
+        labels = torch.tensor([PAIRS.index((s.obj, s.colour)) for s in self.scenes])
+
+        def batch_fn(step: int):
+            idx = torch.randint(len(self.scenes), (batch,), generator=step_generator(seed, step))
+            return self.images[idx].float() / 255, labels[idx]
+        return batch_fn
+
+    def encode_texts(self, model: CLIP, texts: list[str]) -> torch.Tensor:
+        """Unit-length text embeddings (n, D), on the model's device."""
+        device = next(model.parameters()).device
+        ids, lengths = self.tokens(texts)
+        return model.encode_text(ids.to(device), lengths.to(device))
+
+
+def build_clip(setup: ClipSetup, world: ClipWorld) -> CLIP:
+    """The two towers: a small CNN for images, a causal transformer for captions."""
+    torch.manual_seed(setup.seed)
+    text = GPT(GPTConfig(world.tokenizer.vocab_size, setup.context, setup.text_layers, setup.heads,
+                         setup.text_width))
+    return CLIP(ConvEncoder(3, setup.width, setup.norm), text, setup.embed_dim)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train_clip(model: CLIP, world: ClipWorld, setup: ClipSetup, *, eval_fn=None,
+               eval_every: int | None = None, run: str | None = None,
+               device: torch.device | str | None = None, progress: bool = True) -> History:
+    """Train `model` with CLIP's loss (or the chunked one if setup.chunk) on the course's loop,
+    clamping the logit scale after every step. Every evaluation also logs exp(logit_scale).
+    Under torchrun, wraps the model in DDP (which averages gradients across processes)."""
+    def loss_fn(m, batch):
+        image, text = m(*batch)
+        scale = unwrap(m).logit_scale
+        if setup.chunk:
+            return chunked_clip_loss(image, text, scale, setup.chunk)
+        return clip_loss(image, text, scale)
+
+    def evaluate(m) -> dict[str, float]:
+        m = unwrap(m)
+        return {"logit scale": m.logit_scale.exp().item(), **(eval_fn(m) if eval_fn else {})}
+
+    net = model
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if device is not None:
+            model.to(device)
+        net = nn.parallel.DistributedDataParallel(model)
+    return train(net, loss_fn, world.batches(setup.batch, setup.seed), steps=setup.steps, lr=setup.lr, run=run,
+                 eval_fn=evaluate, eval_every=eval_every or max(1, setup.steps // 20),
+                 seed=setup.seed, after_step=lambda m: clamp_logit_scale(unwrap(m).logit_scale),
+                 device=device, progress=progress)
+
+
+@torch.no_grad()
+def predict(model: CLIP, world: ClipWorld, images: torch.Tensor,
+            templates: list[str] = (DEFAULT_TEMPLATE,), classes: list[int] | None = None,
+            batch: int = 512) -> torch.Tensor:
+    """Zero-shot class of each image (indices into PAIRS), choosing among `classes` (default
+    all 48) by the prompt-ensembled text embeddings of their names."""
+    classes = list(range(len(PAIRS))) if classes is None else list(classes)
+    model.eval()
+    device = next(model.parameters()).device
+    weights = zero_shot_weights(lambda texts: world.encode_texts(model, texts),
+                                [CLASS_NAMES[c] for c in classes], list(templates))   # (D, C)
+    scores = torch.cat([model.encode_image(x.to(device)) @ weights for x in images.split(batch)])
+    return torch.tensor(classes)[scores.argmax(1).cpu()]
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percentage of matching entries."""
+    return (predicted == labels).float().mean().item() * 100
+
+
+def supervised_model(setup: ClipSetup) -> nn.Sequential:
+    """The baseline: CLIP's image tower with a linear classifier over the 48 pairs."""
+    torch.manual_seed(setup.seed)
+    encoder = ConvEncoder(3, setup.width, setup.norm)
+    return nn.Sequential(encoder, nn.Linear(encoder.out_dim, len(PAIRS)))
+
+
+@torch.no_grad()
+def predict_supervised(model: nn.Module, images: torch.Tensor, classes: list[int] | None = None,
+                       batch: int = 512) -> torch.Tensor:
+    """The supervised model's class of each image (indices into PAIRS), among `classes`."""
+    classes = list(range(len(PAIRS))) if classes is None else list(classes)
+    model.eval()
+    device = next(model.parameters()).device
+    logits = torch.cat([model(x.to(device)) for x in images.split(batch)])[:, classes]
+    return torch.tensor(classes)[logits.argmax(1).cpu()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`webmm-lab train clip`: train on one process, or on several under torchrun:
+
+        torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip --steps 800
+    """
+    parser = argparse.ArgumentParser(prog="webmm-lab train clip", description=main.__doc__.split("\n")[0])
+    defaults = ClipSetup()
+    for name in ("pool", "batch", "chunk", "steps", "seed", "width", "vocab"):
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--norm", choices=["batch", "group"], default=defaults.norm)
+    parser.add_argument("--out", default="results/clip.pt", help="where rank 0 writes the model")
+    parser.add_argument("--run", default=None, help="checkpoint name: resume if interrupted")
+    parser.add_argument("--eval", type=int, default=500, help="held-out test images (0: skip)")
+    args = parser.parse_args(argv)
+    setup = replace(defaults, **{k: v for k, v in vars(args).items() if k in asdict(defaults)})
+
+    from .distributed import setup as init_distributed
+    rank, world_size = init_distributed()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() \
+        else torch.device("cpu")
+    try:
+        t0 = time.perf_counter()
+        world = ClipWorld.build(setup)
+        model = build_clip(setup, world)
+        run = f"{args.run}-rank{rank}of{world_size}" if args.run else None   # each rank resumes its own
+        history = train_clip(model, world, setup, run=run, device=device, progress=rank == 0,
+                             eval_every=setup.steps)
+        losses = torch.tensor(history.loss, device=device)     # each rank's share of the loss
+        if world_size > 1:
+            dist.all_reduce(losses)                             # their mean is the global loss
+            losses /= world_size
+        if rank == 0:
+            result = {"processes": world_size, "steps": setup.steps, "global batch": setup.batch,
+                      "seconds": round(time.perf_counter() - t0, 1),
+                      "final loss": losses[-1].item(), "logit scale": model.logit_scale.exp().item()}
+            if args.eval:
+                images, labels = eval_set(setup, "held-out", args.eval)
+                result["held-out zero-shot accuracy (%)"] = accuracy(predict(model, world, images), labels)
+            save_checkpoint({"model": model.state_dict(), "setup": asdict(setup),
+                             "merges": world.tokenizer.merges, "loss": losses.tolist(),
+                             "result": result}, args.out)
+            print(json.dumps(result, indent=1))
+            print(f"model written to {args.out}")
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()          # leave together (gloo aborts a process whose peer left)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
