@@ -13,7 +13,7 @@ from webmm_lab.checkpoint import load_checkpoint
 from webmm_lab.clip_train import (END, PAIRS, ClipSetup, ClipWorld, build_clip, eval_scenes,
                                   eval_set, held_out_pairs, predict, seen_classes, train_clip)
 from webmm_lab.contrastive import chunked_clip_loss, clip_loss
-from webmm_lab.data.world import SHAPES, gallery
+from webmm_lab.data.world import gallery
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.gpt import GPT, GPTConfig
 from webmm_lab.models.vit import ViT
@@ -163,3 +163,19 @@ def test_torchrun_two_processes_train_the_same_model_as_one(tmp_path):
     worst = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
     assert worst < 1e-4, worst
     assert one["merges"] == two["merges"] and one["setup"]["norm"] == "group"
+
+
+def test_clip_benchmark_reports_every_part():
+    from webmm_lab.bench import bench_clip
+    r = bench_clip(batch=8, device=torch.device("cpu"), repeat=2)
+    assert set(r) == {"batch", "image tower", "text tower", "step", "total"}
+    assert all(v > 0 for v in r.values()) and r["total"] >= r["step"]
+
+
+def test_logit_scale_and_norms_get_no_weight_decay(world):
+    from webmm_lab.train import param_groups
+    model = build_clip(SMALL, world)
+    decay, no_decay = param_groups(model, 0.1)
+    assert any(p is model.logit_scale for p in no_decay["params"])
+    assert not any(p is model.logit_scale for p in decay["params"])
+    assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0

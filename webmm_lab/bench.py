@@ -1,8 +1,11 @@
-"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`.
+"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`
+and `python -m webmm_lab.bench clip [--batches 16 128]`.
 
-For each GPT preset: training throughput (tokens/s), the FLOP/s it achieves (6·N per token for
-the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's measured
-matmul rate, and the KV cache's speed-up when generating 256 tokens greedily.
+gpt:  for each preset, training throughput (tokens/s), the FLOP/s it achieves (6·N per token
+      for the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's
+      measured matmul rate, and the KV cache's speed-up when generating 256 tokens greedily.
+clip: milliseconds per training step of notebook 07's CLIP (cpu sizes) for each batch size,
+      split into making the batch, the image tower, the text tower, and the rest.
 """
 from __future__ import annotations
 
@@ -72,13 +75,71 @@ def bench_gpt(preset: str, device: torch.device, batch: int = 8, block: int = 25
             "kv speed-up": times[False] / times[True]}
 
 
+def _median_ms(fn, repeat: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def bench_clip(batch: int, device: torch.device, repeat: int = 15) -> dict[str, float]:
+    """Milliseconds per CLIP training step (median) and its parts, at notebook 07's cpu sizes."""
+    from dataclasses import replace
+
+    from .clip_train import ClipSetup, ClipWorld, build_clip
+    from .contrastive import clip_loss
+    setup = replace(ClipSetup(), pool=2000, batch=batch)
+    world = ClipWorld.build(setup)
+    model = build_clip(setup, world).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    batch_fn = world.batches()
+    images, ids, lengths = (t.to(device) for t in batch_fn(0))
+
+    def step():
+        with autocast(device):
+            loss = clip_loss(*model(images, ids, lengths), model.logit_scale)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def tower(encode, *args):
+        def run():
+            with autocast(device):
+                encode(*args).float().pow(2).sum().backward()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    step()
+    r = {"batch": _median_ms(lambda: batch_fn(1), repeat, torch.device("cpu")),
+         "image tower": _median_ms(tower(model.encode_image, images), repeat, device),
+         "text tower": _median_ms(tower(model.encode_text, ids, lengths), repeat, device),
+         "step": _median_ms(step, repeat, device)}
+    r["total"] = r["batch"] + r["step"]
+    return r
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webmm_lab.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["gpt"])
+    parser.add_argument("what", choices=["gpt", "clip"])
     parser.add_argument("--device", default=None)
     parser.add_argument("--presets", nargs="+", default=["nano", "micro", "mini"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[16, 128])
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    if args.what == "clip":
+        print(f"device {device}, {torch.get_num_threads()} threads; CLIP at notebook 07's cpu sizes "
+              "(ms per training step, median; forward + backward for each tower)")
+        print(f"{'batch':>6} {'make batch':>11} {'image tower':>12} {'text tower':>11} {'step':>8} "
+              f"{'total':>8} {'pairs/s':>9}")
+        for b in args.batches:
+            r = bench_clip(b, device)
+            print(f"{b:>6} {r['batch']:>11.1f} {r['image tower']:>12.1f} {r['text tower']:>11.1f} "
+                  f"{r['step']:>8.1f} {r['total']:>8.1f} {1000 * b / r['total']:>9,.0f}")
+        return
     peak = matmul_flops(device)
     print(f"device {device}; measured matmul rate {peak / 1e9:.1f} GFLOP/s")
     print(f"{'preset':<8} {'params':>10} {'train tok/s':>12} {'GFLOP/s':>9} {'% of matmul':>12} {'KV speed-up (255 tok)':>22}")
