@@ -1,6 +1,8 @@
 """CLIP on the synthetic world: data pipeline, chunked loss, zero-shot prediction, the new
 model pieces (ViT, GroupNorm encoder, non-causal blocks) and `webmm-lab train clip` under
 torchrun with two real processes."""
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -150,8 +152,15 @@ def _train_cli(tmp_path, name, processes, norm="group"):
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 "--standalone", "-m", "webmm_lab.cli"] if processes > 1 else \
         [sys.executable, "-m", "webmm_lab.cli"]
-    proc = subprocess.run(launcher + args, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    proc = subprocess.Popen(launcher + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)    # its own group: kill workers too
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{name}: training did not finish in 240 s\n{stdout[-2000:]}{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
     return load_checkpoint(out)
 
 

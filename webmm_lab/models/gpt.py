@@ -41,7 +41,7 @@ class GPTConfig:
     n_embd: int = 64
     dropout: float = 0.0
     bias: bool = True
-    causal: bool = True         # False: every position sees every other (ViT, text encoders)
+    causal: bool = True         # False: every position sees every other (the ViT of models/vit.py)
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, block_size: int = 128, **kw) -> "GPTConfig":
