@@ -270,10 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="webmm-lab train clip", description=main.__doc__.split("\n")[0])
     defaults = ClipSetup()
-    for name in ("pool", "batch", "chunk", "steps", "seed", "width", "vocab"):
-        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--norm", choices=["batch", "group"], default=defaults.norm)
+    helps = {"pool": "training scenes", "batch": "global batch (split among processes)",
+             "chunk": "> 0: softmax over chunks of this many pairs", "steps": "optimizer steps",
+             "seed": "initialisation and batch order", "width": "image tower width",
+             "vocab": "BPE vocabulary size"}
+    for name, text in helps.items():
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
+                            help=f"{text} (default {getattr(defaults, name)})")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
+    parser.add_argument("--norm", choices=["batch", "group"], default=defaults.norm,
+                        help="image tower normalisation; group: 2 processes = 1 exactly (default batch)")
     parser.add_argument("--out", default="results/clip.pt", help="where rank 0 writes the model")
     parser.add_argument("--run", default=None, help="checkpoint name: resume if interrupted")
     parser.add_argument("--eval", type=int, default=500, help="held-out test images (0: skip)")
@@ -298,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             result = {"processes": world_size, "steps": setup.steps, "global batch": setup.batch,
                       "seconds": round(time.perf_counter() - t0, 1),
-                      "final loss": losses[-1].item(), "logit scale": model.logit_scale.exp().item()}
+                      "final loss": round(losses[-1].item(), 4),
+                      "logit scale": round(model.logit_scale.exp().item(), 2)}
             if args.eval:
                 images, labels = eval_set(setup, "held-out", args.eval)
-                result["held-out zero-shot accuracy (%)"] = accuracy(predict(model, world, images), labels)
+                result["held-out zero-shot accuracy (%)"] = round(accuracy(predict(model, world, images), labels), 1)
             save_checkpoint({"model": model.state_dict(), "setup": asdict(setup),
                              "merges": world.tokenizer.merges, "loss": losses.tolist(),
                              "result": result}, args.out)
