@@ -140,7 +140,8 @@ class ClipWorld:
     def build(cls, setup: ClipSetup) -> "ClipWorld":
         """Sample and render the pool; learn a BPE vocabulary from captions of its scenes."""
         scenes = training_scenes(setup)
-        images = (render(scenes, setup.resolution) * 255).round().to(torch.uint8)
+        images = torch.cat([(render(scenes[i:i + 10000], setup.resolution) * 255).round().to(torch.uint8)
+                            for i in range(0, len(scenes), 10000)])       # in parts: less peak memory
         rng = np.random.default_rng(99)
         text = "\n".join(caption(s, rng) + END for s in scenes[:4000])
         return cls(setup, scenes, images, BPETokenizer.train(text, setup.vocab))
