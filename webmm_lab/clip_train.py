@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -28,6 +27,7 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .contrastive import chunked_clip_loss, clamp_logit_scale, clip_loss
+from .device import pick_device
 from .data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
 from .models.clip import CLIP, zero_shot_weights
 from .models.cnn import ConvEncoder
@@ -114,7 +114,12 @@ def eval_set(setup: ClipSetup, kind: str, n: int, seed: int = 0) -> tuple[torch.
     scenes = eval_scenes(setup, kind, n, seed)
     images = render(scenes, setup.resolution, background="noise" if kind == "noise" else "black",
                     seed=seed)
-    return images, torch.tensor([PAIRS.index((s.obj, s.colour)) for s in scenes])
+    return images, pair_labels(scenes)
+
+
+def pair_labels(scenes: list[Scene]) -> torch.Tensor:
+    """Each scene's class: the index of its (shape, colour) in PAIRS."""
+    return torch.tensor([PAIRS.index((s.obj, s.colour)) for s in scenes])
 
 
 def _rank_slice(n: int) -> slice:
@@ -171,7 +176,7 @@ class ClipWorld:
         PAIRS), for the supervised baseline."""
         batch = batch or self.setup.batch
         seed = self.setup.seed if seed is None else seed
-        labels = torch.tensor([PAIRS.index((s.obj, s.colour)) for s in self.scenes])
+        labels = pair_labels(self.scenes)
 
         def batch_fn(step: int):
             idx = torch.randint(len(self.scenes), (batch,), generator=step_generator(seed, step))
@@ -287,10 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup = replace(defaults, **{k: v for k, v in vars(args).items() if k in asdict(defaults)})
 
-    from .distributed import setup as init_distributed
+    from .distributed import finish, leave, setup as init_distributed
     rank, world_size = init_distributed()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() \
-        else torch.device("cpu")
+    device = pick_device()              # under torchrun, setup() made this rank's GPU the current one
     try:
         t0 = time.perf_counter()
         world = ClipWorld.build(setup)
@@ -315,15 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                              "result": result}, args.out)
             print(json.dumps(result, indent=1))
             print(f"model written to {args.out}")
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()          # leave together (gloo aborts a process whose peer left)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    if world_size > 1:      # skip interpreter teardown, where gloo's threads now and then abort
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    except BaseException:
+        leave()
+        raise
+    if dist.is_available() and dist.is_initialized():
+        finish()
     return 0
 
 

@@ -9,6 +9,7 @@ must reproduce the single-process full-batch loss and gradients.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,23 @@ def setup(backend: str | None = None) -> tuple[int, int]:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return dist.get_rank(), dist.get_world_size()
+
+
+def finish() -> None:
+    """End a successful run of this process in a group: wait for the other ranks, leave the
+    group, and exit at once. Skipping the interpreter's teardown matters: gloo's threads now and
+    then abort it (SIGABRT), failing a run that had succeeded. Never returns."""
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def leave() -> None:
+    """Leave the process group after an error (if this process joined one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _TwoTowers(nn.Module):
@@ -75,10 +93,10 @@ def _worker(rank: int, world: int, init_file: str, out_file: str, batch: int, se
                             for p, q in zip(model.parameters(), reference.parameters()))
             torch.save({"loss_diff": abs(mean_loss.item() - full.item()), "grad_diff": grad_diff,
                         "loss": full.item()}, out_file)
-        dist.barrier()      # leave together: gloo aborts a process whose peer tears down early
-    finally:
-        dist.destroy_process_group()
-    os._exit(0)   # skip interpreter teardown, where gloo's threads now and then abort (SIGABRT)
+    except BaseException:
+        leave()
+        raise
+    finish()
 
 
 def gathered_equals_full_batch(world_size: int = 2, batch: int = 16, seed: int = 0) -> dict[str, float]:
