@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from webmm_lab.contrastive import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, clamp_logit_scale, clip_loss
-from webmm_lab.distributed import gathered_equals_full_batch
+from webmm_lab.models.contrastive import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, clamp_logit_scale, clip_loss
+from webmm_lab.experiments.clip import gathered_equals_full_batch
 
 
 def direct_clip_loss(img, txt, scale):

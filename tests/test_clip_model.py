@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from webmm_lab.contrastive import LOGIT_SCALE_INIT, clip_loss
+from webmm_lab.models.contrastive import LOGIT_SCALE_INIT, clip_loss
 from webmm_lab.models.clip import CLIP, zero_shot_weights
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.gpt import GPT, GPTConfig

@@ -1,10 +1,6 @@
 """CLIP on the synthetic world: data pipeline, chunked loss, zero-shot prediction, the new
-model pieces (ViT, GroupNorm encoder, non-causal blocks) and `webmm-lab train clip` under
-torchrun with two real processes."""
-import os
-import signal
-import subprocess
-import sys
+model pieces (ViT, GroupNorm encoder, non-causal blocks). `webmm-lab train clip` under torchrun
+is tested in test_distributed.py."""
 from dataclasses import replace
 
 import numpy as np
@@ -12,15 +8,15 @@ import pytest
 import torch
 
 from webmm_lab.checkpoint import load_checkpoint
-from webmm_lab.clip_train import (END, PAIRS, ClipSetup, ClipWorld, build_clip, eval_scenes,
+from webmm_lab.experiments.clip import (END, PAIRS, ClipSetup, ClipWorld, build_clip, eval_scenes,
                                   eval_set, held_out_pairs, predict, seen_classes, train_clip)
-from webmm_lab.contrastive import chunked_clip_loss, clip_loss
+from webmm_lab.models.contrastive import chunked_clip_loss, clip_loss
 from webmm_lab.data.world import gallery
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.gpt import GPT, GPTConfig
 from webmm_lab.models.vit import ViT
 from webmm_lab.plots import image_grid
-from webmm_lab.tokenizers import CharTokenizer, pad_batch
+from webmm_lab.data.tokenizers import CharTokenizer, pad_batch
 
 SMALL = ClipSetup(pool=300, steps=3, batch=16, vocab=300)
 
@@ -143,35 +139,6 @@ def test_gallery_puts_captions_under_the_images():
     assert len(texts) == 4 and all(texts)
     fig = image_grid(torch.rand(2, 3, 8, 8), ["a long caption to wrap", "b"], wrap=10)
     assert "\n" in fig.axes[0].get_title()
-
-
-def _train_cli(tmp_path, name, processes, norm="group"):
-    out = tmp_path / f"{name}.pt"
-    args = ["train", "clip", "--pool", "200", "--steps", "3", "--batch", "16", "--vocab", "300",
-            "--norm", norm, "--eval", "0", "--out", str(out)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-                "--standalone", "-m", "webmm_lab.cli"] if processes > 1 else \
-        [sys.executable, "-m", "webmm_lab.cli"]
-    proc = subprocess.Popen(launcher + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, start_new_session=True)    # its own group: kill workers too
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{name}: training did not finish in 240 s\n{stdout[-2000:]}{stderr[-3000:]}")
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    return load_checkpoint(out)
-
-
-def test_torchrun_two_processes_train_the_same_model_as_one(tmp_path):
-    one = _train_cli(tmp_path, "one", 1)
-    two = _train_cli(tmp_path, "two", 2)
-    assert two["result"]["processes"] == 2 and one["result"]["processes"] == 1
-    assert np.allclose(one["loss"], two["loss"], atol=1e-5), (one["loss"], two["loss"])
-    worst = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
-    assert worst < 1e-4, worst
-    assert one["merges"] == two["merges"] and one["setup"]["norm"] == "group"
 
 
 def test_clip_benchmark_reports_every_part():

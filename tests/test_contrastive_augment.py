@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from webmm_lab.augment import AugmentConfig, affine, augment, erase, jitter, sample_params, two_views
-from webmm_lab.contrastive import info_nce, similarity_logits
+from webmm_lab.data.augment import AugmentConfig, affine, augment, erase, jitter, sample_params, two_views
+from webmm_lab.models.contrastive import info_nce, similarity_logits
 from webmm_lab.models.cnn import ConvEncoder, projection_head
 from webmm_lab.probe import embed, fit_linear_probe, probe_accuracy
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from webmm_lab.data.tasks import TASKS, demo, random_words, real_words, task_stream
-from webmm_lab.fewshot import choice_scores, choose, exact_match, few_shot_prompt, greedy_answers
+from webmm_lab.experiments.gpt import choice_scores, choose, exact_match, few_shot_prompt, greedy_answers
 from webmm_lab.models.gpt import GPT, PRESETS, GPTConfig
 from webmm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
-from webmm_lab.tokenizers import BPETokenizer, CharTokenizer, merge_pair
+from webmm_lab.data.tokenizers import BPETokenizer, CharTokenizer, merge_pair
 
 
 def tiny(vocab=50, block=32, **kw):
@@ -177,7 +177,7 @@ def test_greedy_answers_and_choices_use_the_model():
 
 
 def test_pad_batch_pads_to_the_longest_and_marks_the_end():
-    from webmm_lab.tokenizers import pad_batch
+    from webmm_lab.data.tokenizers import pad_batch
     tok = CharTokenizer.from_text("abc |")
     ids, lengths = pad_batch(tok, ["ab", "abcab", "c"], end="|")
     assert ids.shape == (3, 6) and lengths.tolist() == [3, 6, 2]

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from webmm_lab.checks import check_cross_entropy, check_function, check_raises, check_softmax
+from webmm_lab.checks import check_function, check_raises
+from webmm_lab.checks.lab00 import check_cross_entropy, check_softmax
 from webmm_lab.labs import build, strip_solutions, student_version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +116,8 @@ def test_check_raises():
 
 
 def test_info_nce_check_catches_common_mistakes():
-    from webmm_lab.checks import check_info_nce
-    from webmm_lab.contrastive import info_nce
+    from webmm_lab.checks.lab01 import check_info_nce
+    from webmm_lab.models.contrastive import info_nce
 
     def no_temperature(z1, z2, temperature=0.5):
         return info_nce(z1, z2, 1.0)
@@ -137,8 +138,8 @@ def test_info_nce_check_catches_common_mistakes():
 
 
 def test_augment_check_catches_common_mistakes():
-    from webmm_lab.augment import augment
-    from webmm_lab.checks import check_augment
+    from webmm_lab.data.augment import augment
+    from webmm_lab.checks.lab01 import check_augment
 
     assert check_augment(augment, verbose=False)
     cases = [(lambda x, g: x + torch.randn(x.shape, generator=g), "outside [0, 1]"),
@@ -152,8 +153,8 @@ def test_augment_check_catches_common_mistakes():
 
 
 def test_affine_check():
-    from webmm_lab.augment import affine
-    from webmm_lab.checks import check_affine
+    from webmm_lab.data.augment import affine
+    from webmm_lab.checks.lab01 import check_affine
 
     assert check_affine(lambda x, a, s, tx, ty: affine(x, a, s, tx, ty), seed=0, verbose=False)
     wrong = check_affine(lambda x, a, s, tx, ty: affine(x, -a, s, tx, ty), seed=0, verbose=False)
@@ -161,7 +162,7 @@ def test_affine_check():
 
 
 def test_lab02_checks_accept_the_reference_and_catch_mistakes():
-    from webmm_lab.checks import check_attention, check_merge, check_top_p, reference_attention
+    from webmm_lab.checks.lab02 import check_attention, check_merge, check_top_p, reference_attention
     from webmm_lab.models.sampling import top_p_filter
 
     assert check_attention(reference_attention, seed=0, verbose=False)
@@ -202,8 +203,8 @@ def _merge_ref(ids, pair, new_id):
 
 
 def test_lab07_checks_catch_mistakes():
-    from webmm_lab.checks import check_clip_loss, check_zero_shot_weights
-    from webmm_lab.contrastive import clip_loss
+    from webmm_lab.checks.lab07 import check_clip_loss, check_zero_shot_weights
+    from webmm_lab.models.contrastive import clip_loss
     from webmm_lab.models.clip import zero_shot_weights
 
     assert check_clip_loss(lambda i, t, s: clip_loss(i, t, s, gather=False), seed=0, verbose=False)

@@ -34,3 +34,43 @@ def test_no_exact_pins():
 
 def test_environment_installs_the_package_itself():
     assert '- -e ".[dev]"' in (ROOT / "environment.yml").read_text()
+
+
+def _imports(path: Path) -> set[str]:
+    """The webmm_lab modules that a package file imports (relative imports resolved)."""
+    import ast
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package = package.removesuffix(".__init__") + ".__init__"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:-node.level]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found |= {name} | {f"{name}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {n for n in found if n.startswith("webmm_lab")}
+
+
+def test_dependencies_point_one_way():
+    """notebooks -> experiments -> models and data -> core; the tools (cli, bench, labs) on top."""
+    def layer(module: str) -> str:
+        part = module.split(".")[1]
+        return part if part in ("experiments", "models", "data", "checks") else \
+            "tool" if part in ("cli", "bench", "labs") else "core"
+    allowed = {"core": {"core"}, "data": {"core", "data"}, "models": {"models"},
+               "experiments": {"core", "data", "models", "experiments"},
+               "checks": {"core", "data", "models", "checks"}}
+    for path in (ROOT / "webmm_lab").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if layer(module) == "tool" or module == "webmm_lab.__init__":
+            continue
+        for imported in _imports(path):
+            if imported in ("webmm_lab", "webmm_lab.__init__") or imported.count(".") == 0:
+                continue
+            assert imported.split(".")[1] != "cli", f"{module} imports the command line"
+            assert layer(imported) in allowed[layer(module)], f"{module} ({layer(module)}) imports {imported}"

@@ -159,7 +159,7 @@ def test_window_batches_mix_streams_and_shift_targets():
 
 
 def test_after_step_runs_after_every_optimizer_step():
-    from webmm_lab.contrastive import LOGIT_SCALE_MAX, clamp_logit_scale
+    from webmm_lab.models.contrastive import LOGIT_SCALE_MAX, clamp_logit_scale
     scale = nn.Parameter(torch.tensor(4.0))
     model = nn.ParameterDict({"s": scale})
     seen = []

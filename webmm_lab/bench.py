@@ -90,8 +90,8 @@ def bench_clip(batch: int, device: torch.device, repeat: int = 15) -> dict[str, 
     """Milliseconds per CLIP training step (median) and its parts, at notebook 07's cpu sizes."""
     from dataclasses import replace
 
-    from .clip_train import ClipSetup, ClipWorld, build_clip
-    from .contrastive import clip_loss
+    from .experiments.clip import ClipSetup, ClipWorld, build_clip
+    from .models.contrastive import clip_loss
     setup = replace(ClipSetup(), pool=2000, batch=batch)
     world = ClipWorld.build(setup)
     model = build_clip(setup, world).to(device)

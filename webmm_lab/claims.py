@@ -6,7 +6,8 @@
     claims.show()
 
 Records go to results/<notebook>.json. In the cpu and gpu profiles a failed claim raises
-ClaimFailed with what was expected and measured; in smoke it is recorded and not enforced.
+ClaimFailed with what was expected and measured; in smoke, and in a dry run
+(`webmm-lab run --dry-run`), it is recorded and not enforced.
 A claim that honest work cannot reproduce at this scale is checked with
 `reproducible=False, reason=...`: it is shown as "not reproduced" instead of stopping the run.
 """
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .paths import results_dir
-from .profiles import active_profile
+from .profiles import active_profile, dry_run_steps
 
 COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
            "==": operator.eq}
@@ -59,6 +60,9 @@ class Claims:
     def __init__(self, notebook: str, profile: str | None = None):
         self.notebook = notebook
         self.profile = profile or active_profile()
+        self.enforce = self.profile != "smoke" and dry_run_steps() is None
+        if dry_run_steps() is not None:
+            self.profile += " (dry run)"      # recorded as such, never enforced
         self.entries: dict[str, Claim] = {}
         self.path = results_dir() / f"{notebook}.json"
 
@@ -72,7 +76,7 @@ class Claims:
         status = "pass" if ok else ("not reproduced" if not reproducible else "FAIL")
         claim = self._record(Claim(self.notebook, name, measured, target, compare, "claim",
                                    status, self.profile, reason or note))
-        if status == "FAIL" and self.profile != "smoke":
+        if status == "FAIL" and self.enforce:
             raise ClaimFailed(
                 f"claim failed in {self.notebook} ({self.profile} profile): {name}: expected "
                 f"measured {compare} {_fmt(target)}, measured {_fmt(measured)}")

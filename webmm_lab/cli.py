@@ -2,15 +2,17 @@
 
     webmm-lab run 00 --profile cpu        # execute notebook 00 in a fresh kernel
     webmm-lab run all --profile smoke
+    webmm-lab run 07 --profile gpu --dry-run   # every cell at gpu sizes, 2 training steps a call
     webmm-lab results                     # every recorded claim, as a table
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
-    webmm-lab train clip [--steps N ...]  # train CLIP on the synthetic world; under torchrun:
+    webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
     torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,8 @@ from pathlib import Path
 from .claims import format_table, load_results
 from .paths import course_root, results_dir
 from .profiles import PROFILES
+
+TRAINERS = {"gpt": "webmm_lab.experiments.gpt", "clip": "webmm_lab.experiments.clip"}  # their main()
 
 
 def _root() -> Path:
@@ -50,17 +54,18 @@ def resolve_notebooks(names: list[str], folder: Path) -> list[Path]:
 
 
 def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 1200,
-                 store: bool = False) -> tuple[bool, float, str]:
+                 store: bool = False, env: dict[str, str] | None = None) -> tuple[bool, float, str]:
     """Execute `path` top to bottom in a fresh kernel; write the executed copy to `out_dir`.
 
     Returns (ok, seconds, error summary). With `store`, also writes the outputs back to `path`.
+    `env` adds environment variables for the kernel.
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    env = {**os.environ, "WEBMM_PROFILE": profile, "WEBMM_RESULTS": str(out_dir.resolve())}
+    env = {**os.environ, **(env or {}), "WEBMM_PROFILE": profile, "WEBMM_RESULTS": str(out_dir.resolve())}
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
@@ -87,13 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--store", action="store_true",
                        help="also write the executed outputs back into notebooks/ (maintainers)")
     p_run.add_argument("--cell-timeout", type=int, default=1200, help="seconds per cell")
+    p_run.add_argument("--dry-run", type=int, nargs="?", const=2, default=None, metavar="STEPS",
+                       help="every cell at the profile's sizes, but only STEPS (default 2) training "
+                       "steps per call, claims not enforced; results go to results/dry-run/")
+    p_run.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=None,
+                       help="mixed precision for the kernel (WEBMM_AMP); a dry run defaults to bf16, "
+                       "a GPU's precision, to find dtype mismatches on the CPU")
     sub.add_parser("results", help="print every recorded claim as a table")
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
     p_train = sub.add_parser("train", help="train a course model from the command line "
                              "(also under torchrun); `webmm-lab train clip --help` for options")
-    p_train.add_argument("model", choices=["clip"])
+    p_train.add_argument("model", choices=sorted(TRAINERS))
     p_train.add_argument("options", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
@@ -102,11 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         profile = args.profile or active_profile()
         root = _root()
         out = results_dir()
+        env = {}
+        if args.dry_run is not None:
+            if args.store:
+                parser.error("--store keeps real runs only; drop --dry-run or --store")
+            out = out / "dry-run"
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)     # every dry run starts afresh
+            env["WEBMM_DRY_RUN"] = str(args.dry_run)
+        if args.amp or args.dry_run is not None:
+            env["WEBMM_AMP"] = args.amp or "bf16"
         books = resolve_notebooks(args.notebooks, root / "notebooks")
         failed = []
         for book in books:
-            print(f"running {book.name} (profile {profile}) ...", flush=True)
-            ok, seconds, error = run_notebook(book, profile, out, args.cell_timeout, args.store)
+            extra = "".join(f", {k}={v}" for k, v in env.items())
+            print(f"running {book.name} (profile {profile}{extra}) ...", flush=True)
+            ok, seconds, error = run_notebook(book, profile, out, args.cell_timeout, args.store, env)
             print(f"  {'ok' if ok else 'FAILED'} in {seconds:.1f} s -> {out / book.name}"
                   + (f"\n  {error}" if error else ""), flush=True)
             if not ok:
@@ -118,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.cmd == "train":
-        from .clip_train import main as train_clip_main
-        return train_clip_main(args.options)
+        import importlib
+        return importlib.import_module(TRAINERS[args.model]).main(args.options)
     if args.cmd == "results":
         print(format_table(load_results()))
         return 0

@@ -3,6 +3,9 @@
     dev = pick_device()                  # cuda -> mps -> cpu
     with autocast(dev): loss = ...       # bf16 where the GPU has it, fp16 on a T4, nothing on CPU
     scaler = grad_scaler(dev)            # enabled only for fp16
+
+WEBMM_AMP=bf16|fp16|off overrides the choice on any device: WEBMM_AMP=bf16 on the CPU runs a
+GPU's mixed precision there, to find dtype mismatches without a GPU.
 """
 from __future__ import annotations
 
@@ -29,9 +32,18 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+
 def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for `device`: bf16 if the GPU supports it, else fp16; None on CPU/MPS."""
+    """The autocast dtype for `device`: bf16 if the GPU supports it, else fp16; None on CPU/MPS;
+    $WEBMM_AMP (bf16, fp16 or off) overrides it."""
     device = torch.device(device)
+    forced = os.environ.get("WEBMM_AMP", "").strip().lower()
+    if forced and forced != "auto":
+        if forced not in AMP_CHOICES:
+            raise ValueError(f"WEBMM_AMP={forced!r}: choose bf16, fp16, off or auto")
+        return AMP_CHOICES[forced]
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

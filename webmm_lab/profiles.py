@@ -33,6 +33,18 @@ def active_profile() -> str:
     return name
 
 
+def dry_run_steps() -> int | None:
+    """Training steps per call in a dry run ($WEBMM_DRY_RUN, set by `webmm-lab run --dry-run`),
+    else None. A dry run executes every cell at the profile's full sizes but trains only a few
+    steps per call and enforces no claim: a quick hunt for what breaks at those sizes."""
+    value = os.environ.get("WEBMM_DRY_RUN", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"WEBMM_DRY_RUN must be a positive number of training steps, got {value!r}")
+    return int(value)
+
+
 class Config(SimpleNamespace):
     """The active profile's settings, readable as attributes (cfg.steps) or keys (cfg['steps'])."""
 

@@ -10,6 +10,11 @@
   decay to `min_lr_ratio * lr`; gradient clipping; autocast + grad scaler on GPUs.
 - With `run="name"` it checkpoints atomically every `ckpt_every` steps (and at least every
   `ckpt_seconds`), on Ctrl-C, and at the end; started again with the same name, it resumes.
+- Under torchrun (a process group is up) it wraps the model in DDP, gives each process its
+  rows of every global batch, logs the loss averaged over the processes, and rank 0 alone
+  writes the checkpoint (at the step marks only), which resumes on any number of processes.
+- `WEBMM_DRY_RUN=N` (set by `webmm-lab run --dry-run`) trains only N steps per call: a
+  notebook's every cell runs at full model and data sizes, quickly, to find what breaks.
 """
 from __future__ import annotations
 
@@ -20,14 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, check_fingerprint, fingerprint, load_checkpoint,
                          save_checkpoint)
 from .device import autocast, grad_scaler, pick_device
+from .distributed import rank_and_world, shard
 from .paths import checkpoint_dir
-from .profiles import active_profile
+from .profiles import active_profile, dry_run_steps
 
 
 @dataclass
@@ -150,11 +157,14 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                 and at the end; returns {"metric": value}.
     after_step: called as after_step(model) after every optimizer step (e.g. CLIP clamps its
                 logit scale there).
+    `loss_fn` gets the model as it runs (wrapped in DDP under torchrun, compiled with
+    `compile=True`); `eval_fn` and `after_step` get `model` itself.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = torch.device(device) if device is not None else pick_device()
     model.to(device)
+    rank, world = rank_and_world()
     warmup = min(steps // 10, 200) if warmup is None else warmup
     ckpt_every = ckpt_every or max(1, steps // 10)
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
@@ -162,7 +172,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     scaler = grad_scaler(device)
     history = History()
     step = 0
-    path = checkpoint_dir() / active_profile() / f"{run}.pt" if run else None
+    dry = dry_run_steps()
+    folder = active_profile() + ("-dry-run" if dry else "")     # a dry run never feeds a real one
+    path = checkpoint_dir() / folder / f"{run}.pt" if run else None
     fp = fingerprint(model, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
                      betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed)
 
@@ -187,7 +199,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         torch.manual_seed(seed)
 
     def checkpoint() -> None:
-        if path is None:
+        if path is None or rank > 0:       # one checkpoint, whatever the number of processes
             return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scaler": scaler.state_dict(), "step": step, "history": history.to_dict(),
@@ -203,17 +215,27 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         model.train()
         history.evals.append({"step": step, **metrics})
 
-    forward = torch.compile(model) if compile else model
+    forward = model
+    if world > 1:           # DDP averages the gradients of the processes in backward()
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
+    forward = torch.compile(forward) if compile else forward
     end = steps if stop_after is None else min(steps, step + stop_after)
-    bar = tqdm(total=steps, initial=step, desc=run or "train", disable=not progress,
+    if dry is not None:
+        end = min(end, step + dry)
+    bar = tqdm(total=steps, initial=step, desc=run or "train", disable=not progress or rank > 0,
                dynamic_ncols=True)
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
     t0 = last_save = time.perf_counter()
     model.train()
 
-    def flush() -> None:
+    def flush() -> None:   # under torchrun a collective: every process calls it at the same steps
         if pending:
-            values = torch.stack(pending).float().tolist()
+            values = torch.stack(pending).float()
+            if world > 1:
+                dist.all_reduce(values)
+                values /= world
+            values = values.tolist()
             history.loss.extend(values)
             pending.clear()
             bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{history.lr[-1]:.2e}")
@@ -223,7 +245,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup,
                                     min_lr_ratio=min_lr_ratio)
-            batch = to_device(batch_fn(step), device)
+            batch = to_device(shard(batch_fn(step), rank, world), device)
             with autocast(device):
                 loss = loss_fn(forward, batch)
             if device.type == "cpu" and not torch.isfinite(loss.detach()).all():  # no GPU sync
@@ -244,26 +266,31 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
             bar.update(1)
             if len(pending) >= 10:
                 flush()
-            if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
+            last = step == steps or (dry is not None and step == end)
+            if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
                 flush()
                 evaluate()
                 bar.set_postfix(loss=f"{history.loss[-1]:.4f}",
                                 **{k: f"{v:.4g}" for k, v in history.evals[-1].items() if k != "step"})
             now = time.perf_counter()
-            if step % ckpt_every == 0 or step == end or now - last_save > ckpt_seconds:
+            late = now - last_save > ckpt_seconds and world == 1   # clocks differ between processes
+            if step % ckpt_every == 0 or step == end or late:
                 flush()
                 history.seconds += now - t0
                 t0 = last_save = now
                 checkpoint()
     except KeyboardInterrupt:
+        bar.close()
+        if world > 1:        # the other processes may be gone: no collective, no checkpoint
+            print(f"interrupted at step {step}/{steps}; the last checkpoint stands")
+            raise
         flush()
         history.seconds += time.perf_counter() - t0
         checkpoint()
-        bar.close()
         print(f"interrupted at step {step}/{steps}" + (f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
         raise
     flush()
     bar.close()
-    if step < steps:
+    if step < steps and dry is None:
         print(f"stopped at step {step}/{steps}; checkpoint saved: run the same call again to resume")
     return history

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..contrastive import LOGIT_SCALE_INIT
+from .contrastive import LOGIT_SCALE_INIT
 from .gpt import GPT
 
 

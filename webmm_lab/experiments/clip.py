@@ -14,26 +14,30 @@ model as 1 process x 128 (exactly so with norm="group"; BatchNorm statistics are
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
-from .checkpoint import save_checkpoint
-from .contrastive import chunked_clip_loss, clamp_logit_scale, clip_loss
-from .device import pick_device
-from .data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
-from .models.clip import CLIP, zero_shot_weights
-from .models.cnn import ConvEncoder
-from .models.gpt import GPT, GPTConfig
-from .tokenizers import BPETokenizer, pad_batch
-from .train import History, step_generator, train
+from ..checkpoint import save_checkpoint
+from ..models.contrastive import LOGIT_SCALE_INIT, chunked_clip_loss, clamp_logit_scale, clip_loss
+from ..device import pick_device
+from ..distributed import finish, leave, main_on_processes
+from ..data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
+from ..models.clip import CLIP, zero_shot_weights
+from ..models.cnn import ConvEncoder
+from ..models.gpt import GPT, GPTConfig
+from ..data.tokenizers import BPETokenizer, pad_batch
+from ..train import History, step_generator, train
+from . import setup_parser
 
 PAIRS = [(shape, colour) for shape in SHAPES for colour in COLOURS]    # the 48 classes
 CLASS_NAMES = [f"{colour} {shape}" for shape, colour in PAIRS]         # "red circle", ...
@@ -122,16 +126,6 @@ def pair_labels(scenes: list[Scene]) -> torch.Tensor:
     return torch.tensor([PAIRS.index((s.obj, s.colour)) for s in scenes])
 
 
-def _rank_slice(n: int) -> slice:
-    """This process's rows of a global batch of n (all of them without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return slice(0, n)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if n % world:
-        raise ValueError(f"the global batch {n} must divide evenly among {world} processes")
-    return slice(rank * n // world, (rank + 1) * n // world)
-
-
 @dataclass
 class ClipWorld:
     """The training pool as tensors, and the tokenizer of its captions."""
@@ -156,19 +150,17 @@ class ClipWorld:
         return pad_batch(self.tokenizer, texts, end=END, max_len=self.setup.context, cache=self.cache)
 
     def batches(self, batch: int | None = None, seed: int | None = None):
-        """batch_fn(step) -> (images (b, 3, R, R) float, ids (b, T), lengths (b,)): random scenes,
-        each with a random caption, the same for every process; b = this process's share."""
+        """batch_fn(step) -> (images (B, 3, R, R) float, ids (B, T), lengths (B,)): random scenes,
+        each with a random caption; under torchrun `train` gives each process its rows."""
         batch = batch or self.setup.batch
         seed = self.setup.seed if seed is None else seed
-        rows = _rank_slice(batch)
 
         def batch_fn(step: int):
             g = step_generator(seed, step)
             idx = torch.randint(len(self.scenes), (batch,), generator=g)
             rng = np.random.default_rng([seed, step])
-            captions = [caption(self.scenes[i], rng) for i in idx.tolist()]   # the whole batch's
-            ids, lengths = self.tokens(captions[rows])
-            return self.images[idx[rows]].float() / 255, ids, lengths
+            ids, lengths = self.tokens([caption(self.scenes[i], rng) for i in idx.tolist()])
+            return self.images[idx].float() / 255, ids, lengths
         return batch_fn
 
     def label_batches(self, batch: int | None = None, seed: int | None = None):
@@ -198,37 +190,27 @@ def build_clip(setup: ClipSetup, world: ClipWorld) -> CLIP:
     return CLIP(ConvEncoder(3, setup.width, setup.norm), text, setup.embed_dim)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def train_clip(model: CLIP, world: ClipWorld, setup: ClipSetup, *, eval_fn=None,
                eval_every: int | None = None, run: str | None = None,
-               device: torch.device | str | None = None, progress: bool = True) -> History:
+               device: torch.device | str | None = None, progress: bool = True,
+               stop_after: int | None = None) -> History:
     """Train `model` with CLIP's loss (or the chunked one if setup.chunk) on the course's loop,
     clamping the logit scale after every step. Every evaluation also logs exp(logit_scale).
-    Under torchrun, wraps the model in DDP (which averages gradients across processes)."""
+    Under torchrun the loop wraps the model in DDP and the loss gathers every process's features."""
     def loss_fn(m, batch):
         image, text = m(*batch)
-        scale = unwrap(m).logit_scale
+        scale = model.logit_scale          # m may be the DDP wrapper around model
         if setup.chunk:
             return chunked_clip_loss(image, text, scale, setup.chunk)
         return clip_loss(image, text, scale)
 
     def evaluate(m) -> dict[str, float]:
-        m = unwrap(m)
         return {"logit scale": m.logit_scale.exp().item(), **(eval_fn(m) if eval_fn else {})}
 
-    net = model
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if device is not None:
-            model.to(device)
-        net = nn.parallel.DistributedDataParallel(model)
-    return train(net, loss_fn, world.batches(setup.batch, setup.seed), steps=setup.steps, lr=setup.lr, run=run,
+    return train(model, loss_fn, world.batches(setup.batch, setup.seed), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=evaluate, eval_every=eval_every or max(1, setup.steps // 20),
-                 seed=setup.seed, after_step=lambda m: clamp_logit_scale(unwrap(m).logit_scale),
-                 device=device, progress=progress)
+                 seed=setup.seed, after_step=lambda m: clamp_logit_scale(m.logit_scale),
+                 device=device, progress=progress, stop_after=stop_after)
 
 
 @torch.no_grad()
@@ -269,62 +251,110 @@ def predict_supervised(model: nn.Module, images: torch.Tensor, classes: list[int
     return torch.tensor(classes)[logits.argmax(1).cpu()]
 
 
+# The course's check of the gathered loss: 2 gloo processes, each with half of a batch.
+
+class _TwoTowers(nn.Module):
+    """A minimal image/text pair of encoders with a learned logit scale, for the check."""
+
+    def __init__(self, d_image: int = 12, d_text: int = 10, dim: int = 8):
+        super().__init__()
+        self.image = nn.Linear(d_image, dim)
+        self.text = nn.Linear(d_text, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+
+    def loss(self, images: torch.Tensor, texts: torch.Tensor, gather: bool) -> torch.Tensor:
+        return clip_loss(self.image(images), self.text(texts), self.logit_scale, gather=gather)
+
+
+def _data(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 12, generator=g), torch.randn(batch, 10, generator=g)
+
+
+def _worker(rank: int, world: int, init_file: str, out_file: str, batch: int, seed: int) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(seed)
+        model = _TwoTowers()
+        images, texts = _data(batch, seed)
+        n = batch // world
+        local = slice(rank * n, (rank + 1) * n)
+        loss = model.loss(images[local], texts[local], gather=True)
+        loss.backward()
+        for p in model.parameters():                 # what DDP does: average the gradients
+            dist.all_reduce(p.grad)
+            p.grad /= world
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        mean_loss /= world
+        if rank == 0:
+            torch.manual_seed(seed)
+            reference = _TwoTowers()
+            full = reference.loss(images, texts, gather=False)
+            full.backward()
+            grad_diff = max((p.grad - q.grad).abs().max().item()
+                            for p, q in zip(model.parameters(), reference.parameters()))
+            torch.save({"loss_diff": abs(mean_loss.item() - full.item()), "grad_diff": grad_diff,
+                        "loss": full.item()}, out_file)
+    except BaseException:
+        leave()
+        raise
+    finish()
+
+
+def gathered_equals_full_batch(world_size: int = 2, batch: int = 16, seed: int = 0) -> dict[str, float]:
+    """Run the contrastive loss on `world_size` gloo processes, each with batch/world_size rows,
+    features gathered with gradients; return the largest differences from one process computing
+    the full batch: {"loss_diff", "grad_diff", "loss"}."""
+    if batch % world_size:
+        raise ValueError(f"batch {batch} must divide evenly among {world_size} processes")
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file, out_file = str(Path(tmp) / "init"), str(Path(tmp) / "result.pt")
+        mp.spawn(_worker, args=(world_size, init_file, out_file, batch, seed), nprocs=world_size)
+        return torch.load(out_file, weights_only=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`webmm-lab train clip`: train on one process, or on several under torchrun:
+    """`webmm-lab train clip`: train notebook 07's CLIP, on one process or on several under torchrun.
 
         torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip --steps 800
     """
-    parser = argparse.ArgumentParser(prog="webmm-lab train clip", description=main.__doc__.split("\n")[0])
-    defaults = ClipSetup()
     helps = {"pool": "training scenes", "batch": "global batch (split among processes)",
              "chunk": "> 0: softmax over chunks of this many pairs", "steps": "optimizer steps",
              "seed": "initialisation and batch order", "width": "image tower width",
-             "vocab": "BPE vocabulary size"}
-    for name, text in helps.items():
-        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
-                            help=f"{text} (default {getattr(defaults, name)})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
-    parser.add_argument("--norm", choices=["batch", "group"], default=defaults.norm,
+             "vocab": "BPE vocabulary size", "lr": "peak learning rate"}
+    parser = setup_parser("webmm-lab train clip", main.__doc__.split("\n")[0], ClipSetup(), helps)
+    parser.add_argument("--norm", choices=["batch", "group"], default=ClipSetup.norm,
                         help="image tower normalisation; group: 2 processes = 1 exactly (default batch)")
     parser.add_argument("--out", default="results/clip.pt", help="where rank 0 writes the model")
-    parser.add_argument("--run", default=None, help="checkpoint name: resume if interrupted")
+    parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
+                        "name and resume from it if interrupted, on any number of processes")
     parser.add_argument("--eval", type=int, default=500, help="held-out test images (0: skip)")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
+                        "as if cut off (with --checkpoint: run again to resume); for demonstrations and tests")
     args = parser.parse_args(argv)
-    setup = replace(defaults, **{k: v for k, v in vars(args).items() if k in asdict(defaults)})
+    setup = replace(ClipSetup(), **{k: v for k, v in vars(args).items() if k in asdict(ClipSetup())})
 
-    from .distributed import finish, leave, setup as init_distributed
-    rank, world_size = init_distributed()
-    device = pick_device()              # under torchrun, setup() made this rank's GPU the current one
-    try:
+    def body(rank: int, world_size: int) -> None:
         t0 = time.perf_counter()
         world = ClipWorld.build(setup)
         model = build_clip(setup, world)
-        run = f"{args.run}-rank{rank}of{world_size}" if args.run else None   # each rank resumes its own
-        history = train_clip(model, world, setup, run=run, device=device, progress=rank == 0,
-                             eval_every=setup.steps)
-        losses = torch.tensor(history.loss, device=device)     # each rank's share of the loss
-        if world_size > 1:
-            dist.all_reduce(losses)                             # their mean is the global loss
-            losses /= world_size
-        if rank == 0:
+        history = train_clip(model, world, setup, run=args.checkpoint, device=pick_device(),
+                             progress=rank == 0, eval_every=setup.steps, stop_after=args.stop_after)
+        if rank == 0 and len(history.loss) == setup.steps:
             result = {"processes": world_size, "steps": setup.steps, "global batch": setup.batch,
                       "seconds": round(time.perf_counter() - t0, 1),
-                      "final loss": round(losses[-1].item(), 4),
+                      "final loss": round(history.loss[-1], 4),
                       "logit scale": round(model.logit_scale.exp().item(), 2)}
             if args.eval:
                 images, labels = eval_set(setup, "held-out", args.eval)
                 result["held-out zero-shot accuracy (%)"] = round(accuracy(predict(model, world, images), labels), 1)
             save_checkpoint({"model": model.state_dict(), "setup": asdict(setup),
-                             "merges": world.tokenizer.merges, "loss": losses.tolist(),
+                             "merges": world.tokenizer.merges, "loss": history.loss,
                              "result": result}, args.out)
             print(json.dumps(result, indent=1))
             print(f"model written to {args.out}")
-    except BaseException:
-        leave()
-        raise
-    if dist.is_available() and dist.is_initialized():
-        finish()
-    return 0
+    return main_on_processes(body)
 
 
 if __name__ == "__main__":

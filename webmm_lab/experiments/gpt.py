@@ -1,0 +1,228 @@
+"""GPT on the course's text (notebook 02): the data (Python's documentation and few-shot task
+episodes, characters as tokens), the model, validation loss, GPT-3-style few-shot evaluation,
+and `webmm-lab train gpt`, on one process or on several under torchrun.
+
+    setup = GptSetup(layers=2, heads=3, width=96)
+    text = GptText.build(setup)              # tokenizer, token streams, held-out words
+    model = build_gpt(setup, text)
+    history = train_gpt(model, text, setup)  # the course's loop
+    text.val_loss(model), text.bigram_loss()
+
+Few-shot evaluation: K demonstrations in the prompt, then the query. Free-form answers are
+decoded greedily up to the end of the line and must match exactly; multiple-choice answers are
+scored by their log-likelihood per token, and the best one wins.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import save_checkpoint
+from ..data import load
+from ..data.tasks import real_words, task_stream
+from ..data.tokenizers import CharTokenizer
+from ..device import pick_device, seed_everything
+from ..distributed import main_on_processes
+from ..models.gpt import GPT, GPTConfig
+from ..train import History, train, window_batches
+from . import setup_parser
+
+
+@dataclass
+class GptSetup:
+    """Everything that defines a GPT run on the course's text (notebook 02's profiles fill it in)."""
+    layers: int = 2
+    heads: int = 3
+    width: int = 96
+    block: int = 320               # the model's context: few-shot prompts run longer than windows
+    train_block: int = 256         # training windows of this many characters
+    batch: int = 6                 # the global batch (split among processes under torchrun)
+    tokens: int = 4_000_000        # training characters: steps = tokens / (batch * train_block)
+    lr: float = 6e-3
+    corpus_frac: float = 0.3       # share of windows from the documentation; the rest: tasks
+    seed: int = 0                  # model initialisation and batch order (the data is fixed)
+
+    @property
+    def steps(self) -> int:
+        return int(self.tokens / (self.batch * self.train_block))
+
+
+@dataclass
+class GptText:
+    """The training text as token streams, its tokenizer, and the words held out for few-shot."""
+    setup: GptSetup
+    tokenizer: CharTokenizer
+    corpus: torch.Tensor           # (N,) ids of the documentation's training passages
+    tasks: torch.Tensor            # (M,) ids of few-shot episodes on random letter strings
+    val: torch.Tensor              # (V,) ids of the validation passages
+    eval_words: list[str]          # real 4-letter words, never used in the task episodes
+
+    @classmethod
+    def build(cls, setup: GptSetup) -> "GptText":
+        """Python's documentation (train/val passages) and task episodes on random strings
+        that exclude every real 4-letter word of the documentation."""
+        docs, docs_val = load("python-docs", split="train"), load("python-docs", split="val")
+        eval_words = real_words(docs.text + docs_val.text)
+        tasks_text = task_stream(int(setup.tokens * (1 - setup.corpus_frac) * 1.1),
+                                 np.random.default_rng(0), exclude=set(eval_words))
+        tok = CharTokenizer.from_text(docs.text, docs_val.text, tasks_text)
+        as_ids = lambda text: torch.tensor(tok.encode(text))
+        return cls(setup, tok, as_ids(docs.text), as_ids(tasks_text), as_ids(docs_val.text), eval_words)
+
+    def batches(self, batch: int | None = None, seed: int | None = None):
+        """batch_fn(step) -> (inputs, targets), each (B, train_block): windows of the corpus
+        (share corpus_frac) and of the task episodes."""
+        s = self.setup
+        return window_batches([self.corpus, self.tasks], batch or s.batch, s.train_block,
+                              weights=[s.corpus_frac, 1 - s.corpus_frac],
+                              seed=s.seed if seed is None else seed)
+
+    @torch.no_grad()
+    def val_loss(self, model: GPT) -> float:
+        """Mean cross-entropy (nats per character) on the validation text, in windows of train_block."""
+        device = next(model.parameters()).device
+        T = self.setup.train_block
+        n = (len(self.val) - 1) // T * T
+        x, y = self.val[:n].view(-1, T), self.val[1:n + 1].view(-1, T)       # (W, T) each
+        losses = [model(x[i:i + 64].to(device), y[i:i + 64].to(device))[1].item() * len(x[i:i + 64])
+                  for i in range(0, len(x), 64)]
+        return sum(losses) / len(x)
+
+    def bigram_loss(self) -> float:
+        """Validation loss of an add-one-smoothed bigram model of the corpus: the baseline."""
+        ids, V = self.corpus, self.tokenizer.vocab_size
+        counts = torch.ones(V, V)
+        counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1), accumulate=True)
+        logp = (counts / counts.sum(1, keepdim=True)).log()                   # (V, V)
+        return -logp[self.val[:-1], self.val[1:]].mean().item()
+
+
+def build_gpt(setup: GptSetup, text: GptText) -> GPT:
+    """A character-level GPT of the setup's size (initialised from setup.seed)."""
+    seed_everything(setup.seed)
+    return GPT(GPTConfig(text.tokenizer.vocab_size, setup.block, n_layer=setup.layers,
+                         n_head=setup.heads, n_embd=setup.width))
+
+
+def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Next-token cross-entropy of a batch (inputs, targets)."""
+    return model(*batch)[1]
+
+
+def train_gpt(model: GPT, text: GptText, setup: GptSetup, *, run: str | None = None,
+              evals: int = 4, device: torch.device | str | None = None, progress: bool = True,
+              stop_after: int | None = None) -> History:
+    """Train on the course's loop, with the validation loss measured `evals` times (see `train`
+    for `run` and `stop_after`)."""
+    return train(model, lm_loss, text.batches(), steps=setup.steps, lr=setup.lr, run=run,
+                 eval_fn=lambda m: {"val_loss": text.val_loss(m)},
+                 eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
+                 progress=progress, stop_after=stop_after)
+
+
+def few_shot_prompt(demos: list[tuple[str, str]], query: str, sep: str = " = ", end: str = "\n") -> str:
+    """K demonstrations 'input = output' one per line, then 'query =' awaiting its answer."""
+    return "".join(f"{x}{sep}{y}{end}" for x, y in demos) + f"{query}{sep}"
+
+
+@torch.no_grad()
+def greedy_answers(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
+                   stop: str = "\n", batch_size: int = 256) -> list[str]:
+    """Greedy continuation of each prompt up to `stop` (not included). Prompts of equal token
+    length are decoded together in batches with the KV cache."""
+    device = next(model.parameters()).device
+    stop_id = tokenizer.encode(stop)[-1]
+    encoded = [tokenizer.encode(p) for p in prompts]
+    groups = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        groups[len(ids)].append(i)
+    answers = [""] * len(prompts)
+    for length, members in groups.items():
+        for s in range(0, len(members), batch_size):
+            chunk = members[s:s + batch_size]
+            idx = torch.tensor([encoded[i] for i in chunk], device=device)          # (b, length)
+            out = model.generate(idx, max_new_tokens, temperature=0, stop_token=stop_id)
+            for i, row in zip(chunk, out[:, length:].tolist()):
+                text = tokenizer.decode(row)
+                answers[i] = text.split(stop)[0]
+    return answers
+
+
+def exact_match(predictions: list[str], answers: list[str]) -> float:
+    """Fraction of predictions equal to their answers."""
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
+    return sum(p == a for p, a in zip(predictions, answers)) / max(1, len(answers))
+
+
+@torch.no_grad()
+def choice_scores(model: nn.Module, tokenizer, prompt: str, choices: list[str]) -> torch.Tensor:
+    """Mean log-probability per token of each choice as the continuation of `prompt`: (n_choices,)."""
+    device = next(model.parameters()).device
+    p = tokenizer.encode(prompt)
+    scores = []
+    for choice in choices:
+        c = tokenizer.encode(choice)
+        if not c:
+            raise ValueError("an empty choice has no tokens to score")
+        ids = torch.tensor([p + c], device=device)                         # (1, P + C)
+        logits, _ = model(ids[:, :-1])
+        logp = logits.float().log_softmax(-1)[0, len(p) - 1:]              # (C, vocab)
+        scores.append(logp.gather(1, ids[0, len(p):, None]).mean())
+    return torch.stack(scores)
+
+
+def choose(model: nn.Module, tokenizer, prompt: str, choices: list[str]) -> int:
+    """Index of the choice with the highest per-token log-likelihood."""
+    return int(choice_scores(model, tokenizer, prompt, choices).argmax())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`webmm-lab train gpt`: train notebook 02's GPT, on one process or on several under torchrun.
+
+        torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train gpt --tokens 400000
+    """
+    helps = {"layers": "transformer blocks", "heads": "attention heads", "width": "embedding width",
+             "block": "context length", "train_block": "training window length",
+             "batch": "global batch (split among processes)",
+             "tokens": "training characters (steps = tokens / (batch * train_block))",
+             "lr": "peak learning rate", "corpus_frac": "share of documentation windows",
+             "seed": "initialisation and batch order"}
+    parser = setup_parser("webmm-lab train gpt", main.__doc__.split("\n")[0], GptSetup(), helps)
+    parser.add_argument("--out", default="results/gpt.pt", help="where rank 0 writes the model")
+    parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
+                        "name and resume from it if interrupted, on any number of processes")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
+                        "as if cut off (with --checkpoint: run again to resume); for demonstrations and tests")
+    args = parser.parse_args(argv)
+    setup = replace(GptSetup(), **{k: v for k, v in vars(args).items() if k in asdict(GptSetup())})
+
+    def body(rank: int, world: int) -> None:
+        t0 = time.perf_counter()
+        text = GptText.build(setup)
+        model = build_gpt(setup, text)
+        history = train_gpt(model, text, setup, run=args.checkpoint, device=pick_device(),
+                            progress=rank == 0, stop_after=args.stop_after)
+        if rank == 0 and len(history.loss) == setup.steps:
+            result = {"processes": world, "steps": setup.steps, "global batch": setup.batch,
+                      "seconds": round(time.perf_counter() - t0, 1),
+                      "final loss": round(history.loss[-1], 4),
+                      "validation loss (nats/char)": round(history.last_eval()["val_loss"], 4),
+                      "bigram validation loss": round(text.bigram_loss(), 4)}
+            save_checkpoint({"model": model.state_dict(), "setup": asdict(setup),
+                             "vocab": text.tokenizer.chars, "loss": history.loss, "result": result},
+                            args.out)
+            print(json.dumps(result, indent=1))
+            print(f"model written to {args.out}")
+    return main_on_processes(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
