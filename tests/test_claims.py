@@ -55,3 +55,37 @@ def test_results_command_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "98_a" in out and "second" in out and "observed" in out
     assert len(load_results()) == 2
+
+
+def test_a_dry_run_records_claims_without_enforcing_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path))
+    monkeypatch.setenv("WEBMM_DRY_RUN", "2")
+    claims = Claims("99_dry", profile="gpu")
+    claim = claims.check("accuracy", 0.1, 0.9, ">=")           # would raise in a real gpu run
+    assert claim.status == "FAIL" and claim.profile == "gpu (dry run)"
+    monkeypatch.delenv("WEBMM_DRY_RUN")
+    with pytest.raises(ClaimFailed):
+        Claims("99_dry", profile="gpu").check("accuracy", 0.1, 0.9, ">=")
+
+
+def test_spread_summarises_every_claim_over_runs(monkeypatch, capsys):
+    from webmm_lab.claims import Claim, format_spread, spread
+    mk = lambda name, v, status, kind="claim": Claim("99_x", name, v, 1.0, ">=", kind, status, "cpu")
+    runs = {"seed 0": [mk("a", 2.0, "pass"), mk("b", 5.0, "observed", "observation")],
+            "seed 1": [mk("a", 0.5, "FAIL"), mk("b", 7.0, "observed", "observation")],
+            "seed 0, 1 thread": [mk("a", 3.0, "pass")]}          # stopped before b
+    data = spread("99_x", "cpu", runs, {"seed 0": 1.0, "seed 1": 1.0, "seed 0, 1 thread": 2.0})
+    a, b = data["claims"]
+    assert (a["min"], a["median"], a["max"], a["passed"]) == (0.5, 2.0, 3.0, 2)
+    assert b["values"] == {"seed 0": 5.0, "seed 1": 7.0} and b["median"] == 6.0
+    text = format_spread(data)
+    assert "2/3" in text and "over 3 runs" in text
+    monkeypatch.setattr("webmm_lab.claims.SPREADS", __import__("pathlib").Path("/nonexistent"))
+    assert Claims("99_x", profile="cpu").show_spread() is None
+    assert "--seeds 0-4" in capsys.readouterr().out
+
+
+def test_recording_mode_never_stops_the_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path))
+    monkeypatch.setenv("WEBMM_CLAIMS", "record")
+    assert Claims("99_rec", profile="cpu").check("x", 0.0, 1.0, ">=").status == "FAIL"

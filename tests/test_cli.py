@@ -36,3 +36,42 @@ def test_run_executes_in_a_fresh_kernel_and_prints_the_claims(tmp_path, monkeypa
     assert (root / "results" / "00_tiny.ipynb").exists() and (root / "results" / "00_tiny.json").exists()
     assert main(["run", "01", "--profile", "smoke"]) == 1
     assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_the_gpu_profile_dry_run_of_notebook_00(tmp_path, monkeypatch, capsys):
+    """Every cell of notebook 00 at the gpu profile's sizes, 2 training steps per call."""
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path))
+    monkeypatch.setenv("WEBMM_OFFLINE", "1")
+    assert main(["run", "00", "--profile", "gpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "gpu (dry run)" in out and "WEBMM_DRY_RUN=2" in out
+    assert (tmp_path / "dry-run" / "00_setup_and_tour.ipynb").exists()
+    with pytest.raises(SystemExit):
+        main(["run", "00", "--profile", "gpu", "--dry-run", "--store"])
+
+
+def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monkeypatch, capsys):
+    from webmm_lab.cli import parse_seeds
+    assert parse_seeds("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(SystemExit):
+        parse_seeds("a-b")
+    root = tmp_path / "course"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname='x'\n")
+    (root / "notebooks").mkdir()
+    code = ("import os\nfrom webmm_lab import Claims, notebook_seed\n"
+            "c = Claims('00_seeded')\n"
+            "c.check('seed below 2', notebook_seed(), 2, '<')\n"
+            "c.observe('threads', int(os.environ.get('OMP_NUM_THREADS', '0')))")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]),
+                   root / "notebooks" / "00_seeded.ipynb")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path / "results"))
+    assert main(["run", "00", "--profile", "cpu", "--seeds", "0-2"]) == 1   # seed 2 fails, and runs on
+    out = capsys.readouterr().out
+    assert "seed below 2" in out and "3/4" in out and "seed 0, 1 thread" in out
+    data = __import__("json").loads((tmp_path / "results" / "00_seeded.spread.json").read_text())
+    claim, threads = data["claims"]
+    assert claim["values"] == {"seed 0": 0, "seed 1": 1, "seed 2": 2, "seed 0, 1 thread": 0}
+    assert threads["values"]["seed 0, 1 thread"] == 1

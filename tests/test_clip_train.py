@@ -3,11 +3,9 @@ model pieces (ViT, GroupNorm encoder, non-causal blocks). `webmm-lab train clip`
 is tested in test_distributed.py."""
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
-from webmm_lab.checkpoint import load_checkpoint
 from webmm_lab.experiments.clip import (END, PAIRS, ClipSetup, ClipWorld, build_clip, eval_scenes,
                                   eval_set, held_out_pairs, predict, seen_classes, train_clip)
 from webmm_lab.models.contrastive import chunked_clip_loss, clip_loss

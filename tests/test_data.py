@@ -128,3 +128,13 @@ def test_read_idx_refuses_other_files(tmp_path):
     short.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])))   # says 9, has 2
     with pytest.raises(ValueError, match="truncated"):
         read_idx(short)
+
+
+def test_a_dry_run_offline_gets_an_mnist_sized_stand_in(tmp_path, monkeypatch, capsys):
+    from webmm_lab.data import load_mnist
+    monkeypatch.setenv("WEBMM_DRY_RUN", "2")
+    monkeypatch.setenv("WEBMM_OFFLINE", "1")
+    test = load_mnist("test", root=tmp_path)
+    assert test.images.shape == (10000, 1, 28, 28) and test.labels.shape == (10000,)
+    assert "stand in" in capsys.readouterr().out and "stand-in" in test.source
+    assert 0 <= test.images.min() and test.images.max() <= 1

@@ -169,3 +169,18 @@ def test_after_step_runs_after_every_optimizer_step():
     train(model, lambda m, b: -m["s"] * 10, lambda step: None, steps=30, lr=0.5, warmup=0,
           after_step=hook, progress=False, device="cpu")
     assert len(seen) == 30 and max(seen) <= LOGIT_SCALE_MAX + 1e-6 and seen[-1] == pytest.approx(LOGIT_SCALE_MAX)
+
+
+def test_a_dry_run_trains_a_few_steps_evaluates_and_never_feeds_a_real_run(monkeypatch, capsys):
+    model, loss_fn, batches = make_problem()
+    monkeypatch.setenv("WEBMM_DRY_RUN", "3")
+    history = train(model, loss_fn, batches, run="dry", eval_fn=lambda m: {"one": 1.0}, **KW)
+    assert len(history.loss) == 3 and history.last_eval()["step"] == 3
+    assert "stopped at step" not in capsys.readouterr().out
+    assert (checkpoint_dir() / "smoke-dry-run" / "dry.pt").exists()
+    monkeypatch.delenv("WEBMM_DRY_RUN")
+    model, loss_fn, batches = make_problem()
+    assert len(train(model, loss_fn, batches, run="dry", **KW).loss) == KW["steps"]   # from scratch
+    monkeypatch.setenv("WEBMM_DRY_RUN", "zero")
+    with pytest.raises(ValueError, match="WEBMM_DRY_RUN"):
+        train(model, loss_fn, batches, **KW)

@@ -5,11 +5,12 @@ checkpoints, claims, data sets, lab checks and plots. Notebooks import from here
 """
 from .claims import ClaimFailed, Claims
 from .device import amp_dtype, autocast, describe, grad_scaler, pick_device, seed_everything
-from .profiles import PROFILES, ProfileError, active_profile, pick
+from .profiles import PROFILES, ProfileError, active_profile, notebook_seed, pick
 from .train import History, random_batches, train
 
 __version__ = "0.1.0"
 
 __all__ = ["Claims", "ClaimFailed", "amp_dtype", "autocast", "describe", "grad_scaler",
-           "pick_device", "seed_everything", "PROFILES", "ProfileError", "active_profile", "pick",
+           "pick_device", "seed_everything", "PROFILES", "ProfileError", "active_profile",
+           "notebook_seed", "pick",
            "History", "random_batches", "train", "__version__"]

@@ -7,7 +7,12 @@
 
 Records go to results/<notebook>.json. In the cpu and gpu profiles a failed claim raises
 ClaimFailed with what was expected and measured; in smoke, and in a dry run
-(`webmm-lab run --dry-run`), it is recorded and not enforced.
+(`webmm-lab run --dry-run`), it is recorded and not enforced; so it is with WEBMM_CLAIMS=record
+(set by `webmm-lab run --seeds`, which must measure every claim on every seed).
+
+A claim must hold on every machine, and another machine is in effect another seed: the spread
+of each claim over seeds and a one-thread run (`spread`) is stored in the package
+(webmm_lab/spreads/<notebook>.json) and shown under the notebook's claims (`show_spread`).
 A claim that honest work cannot reproduce at this scale is checked with
 `reproducible=False, reason=...`: it is shown as "not reproduced" instead of stopping the run.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,7 +66,8 @@ class Claims:
     def __init__(self, notebook: str, profile: str | None = None):
         self.notebook = notebook
         self.profile = profile or active_profile()
-        self.enforce = self.profile != "smoke" and dry_run_steps() is None
+        self.enforce = (self.profile != "smoke" and dry_run_steps() is None
+                        and os.environ.get("WEBMM_CLAIMS", "enforce") != "record")
         if dry_run_steps() is not None:
             self.profile += " (dry run)"      # recorded as such, never enforced
         self.entries: dict[str, Claim] = {}
@@ -112,6 +119,18 @@ class Claims:
         """Print this notebook's claims table."""
         print(self.table())
 
+    def show_spread(self) -> dict | None:
+        """Print the stored spread of this notebook's claims over seeds and a one-thread run
+        (measured by `webmm-lab run NN --profile cpu --seeds 0-4 --store`); returns it."""
+        path = SPREADS / f"{self.notebook}.json"
+        if not path.is_file():
+            print(f"no spread stored for {self.notebook} yet: measure it with "
+                  f"`webmm-lab run {self.notebook[:2]} --profile cpu --seeds 0-4 --store`")
+            return None
+        data = json.loads(path.read_text())
+        print(format_spread(data))
+        return data
+
 
 def format_table(claims: list[Claim]) -> str:
     """Claims as an aligned text table."""
@@ -124,6 +143,44 @@ def format_table(claims: list[Claim]) -> str:
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+SPREADS = Path(__file__).parent / "spreads"     # stored spreads, shipped with the package
+
+
+def spread(notebook: str, profile: str, runs: dict[str, list[Claim]], seconds: dict[str, float]) -> dict:
+    """Each claim's values over several runs (label -> that run's claims): min / median / max
+    and how many runs it passed. A claim missing from a run (the run stopped early) counts as
+    not passed there."""
+    names = list(dict.fromkeys(c.name for claims in runs.values() for c in claims))
+    rows = []
+    for name in names:
+        found = {label: next((c for c in claims if c.name == name), None) for label, claims in runs.items()}
+        first = next(c for c in found.values() if c is not None)
+        values = {label: c.measured for label, c in found.items() if c is not None}
+        numbers = [float(v) for v in values.values() if v is not None]
+        rows.append({"name": name, "kind": first.kind, "compare": first.compare, "target": first.target,
+                     "values": values,
+                     "passed": sum(c is not None and c.status == "pass" for c in found.values()),
+                     "min": min(numbers) if numbers else None, "max": max(numbers) if numbers else None,
+                     "median": statistics.median(numbers) if numbers else None})
+    return {"notebook": notebook, "profile": profile, "runs": list(runs), "seconds": seconds,
+            "measured": time.strftime("%Y-%m-%d"), "claims": rows}
+
+
+def format_spread(data: dict) -> str:
+    """A spread (see `spread`) as an aligned text table."""
+    n = len(data["runs"])
+    head = ["kind", "name", "min", "median", "max", "target", "passed"]
+    rows = [[c["kind"], c["name"], _fmt(c["min"]), _fmt(c["median"]), _fmt(c["max"]),
+             f"{c['compare']} {_fmt(c['target'])}" if c["target"] is not None else "-",
+             f"{c['passed']}/{n}" if c["kind"] == "claim" else "-"] for c in data["claims"]]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    runs = ", ".join(data["runs"])
+    return "\n".join([f"spread of {data['notebook']} ({data['profile']} profile, measured "
+                      f"{data['measured']}) over {n} runs: {runs}",
+                      line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def load_results(folder: Path | None = None, notebooks: list[str] | None = None) -> list[Claim]:

@@ -3,6 +3,7 @@
     webmm-lab run 00 --profile cpu        # execute notebook 00 in a fresh kernel
     webmm-lab run all --profile smoke
     webmm-lab run 07 --profile gpu --dry-run   # every cell at gpu sizes, 2 training steps a call
+    webmm-lab run 01 --profile cpu --seeds 0-4 # once per seed and once on one thread: the spread
     webmm-lab results                     # every recorded claim, as a table
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
@@ -11,13 +12,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from .claims import format_table, load_results
+from .claims import SPREADS, format_spread, format_table, load_results, spread
 from .paths import course_root, results_dir
 from .profiles import PROFILES
 
@@ -82,6 +84,47 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
     return not error, seconds, error
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7' -> [0, 3, 7]; '2' -> [2]."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise SystemExit(f"webmm-lab: --seeds takes a range or list such as 0-4 or 0,3,7, got {text!r}") from None
+    if not seeds:
+        raise SystemExit(f"webmm-lab: --seeds {text!r} names no seed")
+    return seeds
+
+
+def run_seeds(book: Path, profile: str, out: Path, seeds: list[int], one_thread: bool,
+              cell_timeout: int, env: dict[str, str], store: bool) -> dict:
+    """Run `book` once per seed (and once more on one thread, the first seed), every claim
+    recorded and none enforced; print and return the spread of its claims."""
+    runs = {f"seed {s}": {"WEBMM_SEED": str(s)} for s in seeds}
+    if one_thread:
+        runs[f"seed {seeds[0]}, 1 thread"] = {"WEBMM_SEED": str(seeds[0]), "OMP_NUM_THREADS": "1",
+                                               "MKL_NUM_THREADS": "1"}
+    claims, seconds = {}, {}
+    for label, extra in runs.items():
+        folder = out / "seeds" / book.stem / label.replace(", ", "-").replace(" ", "-")
+        print(f"running {book.name} (profile {profile}, {label}) ...", flush=True)
+        ok, secs, error = run_notebook(book, profile, folder, cell_timeout, False,
+                                       {**env, **extra, "WEBMM_CLAIMS": "record"})
+        print(f"  {'ok' if ok else 'FAILED'} in {secs:.1f} s" + (f"\n  {error}" if error else ""), flush=True)
+        claims[label], seconds[label] = load_results(folder, [book.stem]), round(secs, 1)
+    data = spread(book.stem, profile, claims, seconds)
+    text = json.dumps(data, indent=1)
+    (out / f"{book.stem}.spread.json").write_text(text)
+    if store:
+        SPREADS.mkdir(exist_ok=True)
+        (SPREADS / f"{book.stem}.json").write_text(text + "\n")
+        print(f"stored {SPREADS / (book.stem + '.json')}")
+    print(format_spread(data) + "\n")
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="webmm-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -96,8 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="every cell at the profile's sizes, but only STEPS (default 2) training "
                        "steps per call, claims not enforced; results go to results/dry-run/")
     p_run.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=None,
-                       help="mixed precision for the kernel (WEBMM_AMP); a dry run defaults to bf16, "
-                       "a GPU's precision, to find dtype mismatches on the CPU")
+                       help="mixed precision in the kernel (WEBMM_AMP): bf16 runs a GPU's precision "
+                       "on the CPU to find dtype mismatches (slow on CPUs without bf16 units: pair "
+                       "it with --profile smoke)")
+    p_run.add_argument("--seeds", default=None, metavar="LIST",
+                       help="run each notebook once per seed (WEBMM_SEED), e.g. 0-4 or 0,3,7, and once "
+                       "more on one thread; claims recorded, not enforced; print each claim's min / "
+                       "median / max and how many runs passed. With --store, keep that spread in "
+                       "the package (webmm_lab/spreads/): the notebook shows it under its claims")
+    p_run.add_argument("--no-one-thread", action="store_true",
+                       help="with --seeds: skip the extra run with OMP_NUM_THREADS=1")
     sub.add_parser("results", help="print every recorded claim as a table")
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
@@ -120,9 +171,24 @@ def main(argv: list[str] | None = None) -> int:
             out = out / "dry-run"
             shutil.rmtree(out / "checkpoints", ignore_errors=True)     # every dry run starts afresh
             env["WEBMM_DRY_RUN"] = str(args.dry_run)
-        if args.amp or args.dry_run is not None:
-            env["WEBMM_AMP"] = args.amp or "bf16"
+        if args.amp:
+            env["WEBMM_AMP"] = args.amp
         books = resolve_notebooks(args.notebooks, root / "notebooks")
+        if args.seeds is not None:
+            if args.dry_run is not None:
+                parser.error("--seeds measures real runs; drop --dry-run")
+            seeds = parse_seeds(args.seeds)
+            failing = []
+            for book in books:
+                data = run_seeds(book, profile, out, seeds, not args.no_one_thread, args.cell_timeout,
+                                 env, args.store)
+                n = len(data["runs"])
+                failing += [f"{book.stem}: {c['name']} ({c['passed']}/{n})" for c in data["claims"]
+                            if c["kind"] == "claim" and c["passed"] < n]
+            if failing:
+                print("claims that did not pass on every run:\n  " + "\n  ".join(failing))
+                return 1
+            return 0
         failed = []
         for book in books:
             extra = "".join(f", {k}={v}" for k, v in env.items())

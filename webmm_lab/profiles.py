@@ -33,6 +33,17 @@ def active_profile() -> str:
     return name
 
 
+def notebook_seed() -> int:
+    """The notebook-wide seed, $WEBMM_SEED (default 0): model initialisations and data order
+    follow it. `webmm-lab run NN --seeds 0-4` runs a notebook once per seed, since another seed
+    is what another machine amounts to."""
+    value = os.environ.get("WEBMM_SEED", "").strip() or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"WEBMM_SEED must be a whole number, got {value!r}") from None
+
+
 def dry_run_steps() -> int | None:
     """Training steps per call in a dry run ($WEBMM_DRY_RUN, set by `webmm-lab run --dry-run`),
     else None. A dry run executes every cell at the profile's full sizes but trains only a few
