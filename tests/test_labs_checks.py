@@ -222,3 +222,46 @@ def test_lab07_checks_catch_mistakes():
         return torch.stack([encode([t.format(n) for t in templates]).mean(0) for n in names], 1)
     assert not check_zero_shot_weights(unnormalised_mean, seed=0, verbose=False)
     assert not check_zero_shot_weights(first_template_only, seed=3, verbose=False)
+
+
+def test_lab01_random_params_and_probe_checks_catch_mistakes(capsys):
+    import math
+    from webmm_lab.checks.lab01 import check_linear_probe, check_random_params
+    from webmm_lab.probe import fit_linear_probe
+
+    def params(b, gen, angle_unit=math.pi / 180, scale=(0.8, 1.15)):
+        u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)
+        return {"angle": u(-15, 15) * angle_unit, "scale": u(*scale), "tx": u(-0.3, 0.3),
+                "ty": u(-0.3, 0.3), "contrast": u(0.6, 1.0)}
+    assert check_random_params(params)
+    assert not check_random_params(lambda b, g: params(b, g, angle_unit=1.0))       # degrees
+    assert not check_random_params(lambda b, g: params(b, g, scale=(0.9, 1.0)))    # too narrow
+    assert not check_random_params(lambda b, g: params(b, torch.Generator()))      # ignores gen
+    assert "radians" in capsys.readouterr().out
+
+    assert check_linear_probe(lambda f, y: fit_linear_probe(f, y))
+
+    def unstandardised(f, y):
+        lin = torch.nn.Linear(f.shape[1], int(y.max()) + 1)
+        opt = torch.optim.LBFGS(lin.parameters(), max_iter=100)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(lin(f), y)
+            loss.backward()
+            return loss
+        opt.step(closure)
+        return lambda z: lin(z).detach()
+    assert not check_linear_probe(unstandardised)
+
+
+def test_lab02_bigram_check_catches_a_wrong_smoothing():
+    from webmm_lab.checks.lab02 import check_bigram_loss
+    from webmm_lab.experiments.gpt import bigram_loss
+    assert check_bigram_loss(bigram_loss)
+
+    def add_one_to_the_row_only(t, v, n):
+        c = torch.zeros(n, n)
+        c.index_put_((t[:-1], t[1:]), torch.ones(len(t) - 1), accumulate=True)
+        return -((c + 1) / (c.sum(1, keepdim=True) + 1)).log()[v[:-1], v[1:]].mean().item()
+    assert not check_bigram_loss(add_one_to_the_row_only)

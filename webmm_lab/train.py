@@ -22,6 +22,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -126,6 +127,14 @@ def window_batches(streams: list[torch.Tensor], batch_size: int, block_size: int
     return batch_fn
 
 
+def checkpoint_path(run: str, seed: int = 0) -> Path:
+    """Where `train(..., run=run, seed=seed)` keeps its checkpoint: results/checkpoints/<profile>/
+    <run>.pt (<run>-seed<seed>.pt for another seed; a dry run's in <profile>-dry-run/, so it
+    never feeds a real run)."""
+    folder = active_profile() + ("-dry-run" if dry_run_steps() else "")
+    return checkpoint_dir() / folder / (f"{run}-seed{seed}.pt" if seed else f"{run}.pt")
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move a batch (tensor, tuple, list or dict of them) to `device`."""
     if isinstance(batch, torch.Tensor):
@@ -149,8 +158,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
           progress: bool = True) -> History:
     """Train `model` in place for `steps` optimizer steps and return its History.
 
-    run:        a name to checkpoint under (results/checkpoints/<profile>/<run>.pt) and resume
-                from; None trains without checkpoints.
+    run:        a name to checkpoint under (see `checkpoint_path`) and resume from; None
+                trains without checkpoints.
     stop_after: stop after this many steps in this call (a checkpoint is saved), as if the
                 session were cut off; calling again resumes. For demonstrations and tests.
     eval_fn:    called as eval_fn(model) under no_grad in eval mode every `eval_every` steps
@@ -173,8 +182,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     history = History()
     step = 0
     dry = dry_run_steps()
-    folder = active_profile() + ("-dry-run" if dry else "")     # a dry run never feeds a real one
-    path = checkpoint_dir() / folder / f"{run}.pt" if run else None
+    path = checkpoint_path(run, seed) if run else None
     fp = fingerprint(model, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
                      betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed)
 

@@ -18,8 +18,8 @@ def _logits(gen: torch.Generator) -> tuple[torch.Tensor]:
 def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor], **kw) -> CheckResult:
     """Lab 00: softmax over the last dimension of (N, C) logits, stable for large logits."""
     return check_function(fn, lambda x: torch.softmax(x, dim=-1), _logits, name="softmax",
-                          grad=True, hint="exp(x - max) / sum over the last dim; keepdim=True "
-                          "keeps the shapes broadcastable", **kw)
+                          grad=True, hint="exp() of a large logit overflows; a softmax does not "
+                          "change when every logit of a row moves by the same amount", **kw)
 
 
 def _logits_targets(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,5 +30,5 @@ def _logits_targets(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 def check_cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], **kw) -> CheckResult:
     """Lab 00: mean cross-entropy of (N, C) logits against (N,) integer targets."""
     return check_function(fn, F.cross_entropy, _logits_targets, name="cross_entropy", grad=True,
-                          hint="log-softmax via logsumexp, pick each row's target entry, "
-                          "average the negatives", **kw)
+                          hint="a row's loss is minus the log-probability of its target; "
+                          "compute that log-probability without exp() of large numbers", **kw)

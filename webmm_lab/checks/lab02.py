@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..data.tokenizers import merge_pair
+from ..experiments.gpt import bigram_loss
 from ..models.gpt import CausalSelfAttention, GPTConfig
 from ..models.sampling import top_p_filter
 from . import CheckResult, _report, check_function
@@ -36,9 +37,9 @@ def check_attention(fn: Callable, **kw) -> CheckResult:
     equal to the package's and blind to the future."""
     verbose = kw.pop("verbose", True)
     result = check_function(fn, reference_attention, _attention_inputs, name="attention", atol=1e-5,
-                            grad=True, verbose=False, hint="qkv = x @ w_qkv.T + b_qkv; split into "
-                            "heads (B, nh, T, hs); scores / sqrt(hs); mask s > t with -inf; softmax; "
-                            "weights @ v; merge heads; project", **kw)
+                            grad=True, verbose=False, hint="PyTorch's linear layers compute x @ W.T + b; "
+                            "each head attends within its own slice of the channels; compare your "
+                            "shapes with the docstring at every step", **kw)
     if not result:
         return _report(result, verbose)
     gen = torch.Generator().manual_seed(kw.get("seed") or 0)
@@ -67,8 +68,8 @@ def check_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]], **kw
         out, _ = merge_pair(np.array(ids, dtype=np.int64), np.zeros(len(ids), dtype=np.int64), pair, new_id)
         return out.tolist()
     return check_function(fn, reference, _merge_inputs, name="merge", trials=50,
-                          hint="walk left to right; when ids[i], ids[i+1] == pair, emit new_id and "
-                          "skip two, else emit ids[i] and skip one ('aaa' -> 'Za', not 'ZZ')", **kw)
+                          hint="merges never overlap: once two ids merged, neither can take part "
+                          "in another merge ('aaa' -> 'Za', not 'ZZ')", **kw)
 
 
 def _logits_p(gen: torch.Generator):
@@ -80,5 +81,24 @@ def _logits_p(gen: torch.Generator):
 def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor], **kw) -> CheckResult:
     """Lab 02: nucleus filtering: keep the smallest set of top tokens with probability >= p."""
     return check_function(fn, top_p_filter, _logits_p, name="top_p", trials=20,
-                          hint="sort descending, softmax, cumulative sum; drop a token when the mass "
-                          "*before* it already reaches p; scatter the mask back; fill with -inf", **kw)
+                          hint="decide in sorted order, answer in the original order; the most "
+                          "likely token always stays, even when its probability alone exceeds p", **kw)
+
+
+def _bigram_inputs(gen: torch.Generator):
+    v = int(torch.randint(2, 12, (), generator=gen))
+    n, m = (int(x) for x in torch.randint(2, 300, (2,), generator=gen))
+    skew = torch.rand(v, generator=gen) ** 3 + 1e-3              # some tokens rare, some pairs unseen
+    draw = lambda k: torch.multinomial(skew, k, replacement=True, generator=gen)
+    return (draw(n), draw(m), v)
+
+
+def check_bigram_loss(fn: Callable[[torch.Tensor, torch.Tensor, int], float], **kw) -> CheckResult:
+    """Lab 02: fn(train_ids, val_ids, vocab_size) is the validation cross-entropy (nats per
+    token) of an add-one-smoothed bigram model counted from train_ids."""
+    return check_function(lambda *a: torch.tensor(float(fn(*a)), dtype=torch.float64),
+                          lambda *a: torch.tensor(bigram_loss(*a), dtype=torch.float64), _bigram_inputs,
+                          name="bigram_loss", trials=20, atol=1e-4,
+                          hint="pairs never seen in training still need a probability above zero, "
+                          "and each row of probabilities must sum to one", **kw)
+

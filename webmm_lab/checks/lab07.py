@@ -23,8 +23,8 @@ def check_clip_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
     verbose = kw.pop("verbose", True)
     result = check_function(fn, lambda i, t, s: clip_loss(i, t, s, gather=False), _clip_inputs,
                             name="clip_loss", grad=True, verbose=False,
-                            hint="normalise rows; logits = exp(logit_scale) * image @ text.T; "
-                            "labels 0..N-1; mean of the cross-entropies of logits and logits.T", **kw)
+                            hint="two classification problems over one similarity matrix, one in "
+                            "each direction; the right caption of image i is caption i", **kw)
     if not result:
         return _report(result, verbose)
     n = 12
@@ -53,5 +53,5 @@ def check_zero_shot_weights(fn: Callable, **kw) -> CheckResult:
         templates = [f"template {j}: {{}}" for j in range(n_templates)]
         return (encode, [f"class{c}" for c in range(n_classes)], templates)
     return check_function(fn, zero_shot_weights, inputs, name="zero_shot_weights",
-                          hint="per class: embed each filled template, normalise each, average, "
-                          "normalise again; stack the classes as columns (D, C)", **kw)
+                          hint="templates of one class should count equally, however long their "
+                          "embeddings are; the result has one unit-length column per class", **kw)

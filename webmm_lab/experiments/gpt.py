@@ -97,11 +97,18 @@ class GptText:
 
     def bigram_loss(self) -> float:
         """Validation loss of an add-one-smoothed bigram model of the corpus: the baseline."""
-        ids, V = self.corpus, self.tokenizer.vocab_size
-        counts = torch.ones(V, V)
-        counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1), accumulate=True)
-        logp = (counts / counts.sum(1, keepdim=True)).log()                   # (V, V)
-        return -logp[self.val[:-1], self.val[1:]].mean().item()
+        return bigram_loss(self.corpus, self.val, self.tokenizer.vocab_size)
+
+
+def bigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> float:
+    """Mean cross-entropy (nats per token) on `val_ids` of a bigram model counted from
+    `train_ids` with add-one smoothing: P(b | a) = (count(a, b) + 1) / (count(a) + V)."""
+    if min(len(train_ids), len(val_ids)) < 2:
+        raise ValueError("a bigram model needs at least 2 training and 2 validation tokens")
+    counts = torch.ones(vocab_size, vocab_size)                               # (V, V), add-one
+    counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
+    logp = (counts / counts.sum(1, keepdim=True)).log()                       # (V, V)
+    return -logp[val_ids[:-1], val_ids[1:]].mean().item()
 
 
 def build_gpt(setup: GptSetup, text: GptText) -> GPT:
