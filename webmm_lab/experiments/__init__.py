@@ -8,13 +8,20 @@ nothing below them imports an experiment.
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import asdict, fields, replace
 
 
-def setup_parser(prog: str, description: str, defaults, helps: dict[str, str]) -> argparse.ArgumentParser:
-    """A command-line parser with an option --NAME for each field of the setup dataclass
-    `defaults` named in `helps`, typed and defaulted from it."""
+def setup_parser(prog: str, description: str, defaults, helps: dict[str, str],
+                 out: str) -> argparse.ArgumentParser:
+    """A `webmm-lab train NAME` parser: an option --NAME for each field of the setup dataclass
+    `defaults` named in `helps` (typed and defaulted from it), and the options every trainer
+    has: --out (the model file, default `out`), --checkpoint NAME and --stop-after N."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", default=out, help=f"where rank 0 writes the model (default {out})")
+    parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
+                        "name and resume from it if interrupted, on any number of processes")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
+                        "as if cut off (with --checkpoint: run again to resume); for demonstrations and tests")
     kinds = {f.name: type(getattr(defaults, f.name)) for f in fields(defaults)}
     for name, text in helps.items():
         if name not in kinds:
@@ -23,3 +30,9 @@ def setup_parser(prog: str, description: str, defaults, helps: dict[str, str]) -
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kinds[name], default=value,
                             help=f"{text} (default {value})")
     return parser
+
+
+def parse_setup(parser: argparse.ArgumentParser, defaults, argv: list[str] | None):
+    """(the setup dataclass with the command line's values, all parsed arguments)."""
+    args = parser.parse_args(argv)
+    return replace(defaults, **{k: v for k, v in vars(args).items() if k in asdict(defaults)}), args

@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..data.tokenizers import BPETokenizer, pad_batch
 from ..train import History, step_generator, train
-from . import setup_parser
+from . import parse_setup, setup_parser
 
 PAIRS = [(shape, colour) for shape in SHAPES for colour in COLOURS]    # the 48 classes
 CLASS_NAMES = [f"{colour} {shape}" for shape, colour in PAIRS]         # "red circle", ...
@@ -323,17 +323,12 @@ def main(argv: list[str] | None = None) -> int:
              "chunk": "> 0: softmax over chunks of this many pairs", "steps": "optimizer steps",
              "seed": "initialisation and batch order", "width": "image tower width",
              "vocab": "BPE vocabulary size", "lr": "peak learning rate"}
-    parser = setup_parser("webmm-lab train clip", main.__doc__.split("\n")[0], ClipSetup(), helps)
+    parser = setup_parser("webmm-lab train clip", main.__doc__.split("\n")[0], ClipSetup(), helps,
+                          out="results/clip.pt")
     parser.add_argument("--norm", choices=["batch", "group"], default=ClipSetup.norm,
                         help="image tower normalisation; group: 2 processes = 1 exactly (default batch)")
-    parser.add_argument("--out", default="results/clip.pt", help="where rank 0 writes the model")
-    parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
-                        "name and resume from it if interrupted, on any number of processes")
     parser.add_argument("--eval", type=int, default=500, help="held-out test images (0: skip)")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
-                        "as if cut off (with --checkpoint: run again to resume); for demonstrations and tests")
-    args = parser.parse_args(argv)
-    setup = replace(ClipSetup(), **{k: v for k, v in vars(args).items() if k in asdict(ClipSetup())})
+    setup, args = parse_setup(parser, ClipSetup(), argv)
 
     def body(rank: int, world_size: int) -> None:
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from ..device import pick_device, seed_everything
 from ..distributed import main_on_processes
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, train, window_batches
-from . import setup_parser
+from . import parse_setup, setup_parser
 
 
 @dataclass
@@ -202,14 +202,9 @@ def main(argv: list[str] | None = None) -> int:
              "tokens": "training characters (steps = tokens / (batch * train_block))",
              "lr": "peak learning rate", "corpus_frac": "share of documentation windows",
              "seed": "initialisation and batch order"}
-    parser = setup_parser("webmm-lab train gpt", main.__doc__.split("\n")[0], GptSetup(), helps)
-    parser.add_argument("--out", default="results/gpt.pt", help="where rank 0 writes the model")
-    parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
-                        "name and resume from it if interrupted, on any number of processes")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
-                        "as if cut off (with --checkpoint: run again to resume); for demonstrations and tests")
-    args = parser.parse_args(argv)
-    setup = replace(GptSetup(), **{k: v for k, v in vars(args).items() if k in asdict(GptSetup())})
+    parser = setup_parser("webmm-lab train gpt", main.__doc__.split("\n")[0], GptSetup(), helps,
+                          out="results/gpt.pt")
+    setup, args = parse_setup(parser, GptSetup(), argv)
 
     def body(rank: int, world: int) -> None:
         t0 = time.perf_counter()
