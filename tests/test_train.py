@@ -184,3 +184,11 @@ def test_a_dry_run_trains_a_few_steps_evaluates_and_never_feeds_a_real_run(monke
     monkeypatch.setenv("WEBMM_DRY_RUN", "zero")
     with pytest.raises(ValueError, match="WEBMM_DRY_RUN"):
         train(model, loss_fn, batches, **KW)
+
+
+def test_each_seed_checkpoints_under_its_own_name():
+    from webmm_lab.train import checkpoint_path
+    model, loss_fn, batches = make_problem()
+    train(model, loss_fn, batches, run="seeded", seed=3, stop_after=5, **KW)
+    assert checkpoint_path("seeded", 3).exists() and checkpoint_path("seeded", 3).name == "seeded-seed3.pt"
+    assert not checkpoint_path("seeded").exists()           # seed 0 would start afresh, not resume seed 3's
