@@ -109,6 +109,7 @@ def run_seeds(book: Path, profile: str, out: Path, seeds: list[int], one_thread:
     claims, seconds = {}, {}
     for label, extra in runs.items():
         folder = out / "seeds" / book.stem / label.replace(", ", "-").replace(" ", "-")
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)    # measure, never reload
         print(f"running {book.name} (profile {profile}, {label}) ...", flush=True)
         ok, secs, error = run_notebook(book, profile, folder, cell_timeout, False,
                                        {**env, **extra, "WEBMM_CLAIMS": "record"})

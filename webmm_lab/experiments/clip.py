@@ -142,7 +142,8 @@ class ClipWorld:
         images = torch.cat([(render(scenes[i:i + 10000], setup.resolution) * 255).round().to(torch.uint8)
                             for i in range(0, len(scenes), 10000)])       # in parts: less peak memory
         rng = np.random.default_rng(99)
-        text = "\n".join(caption(s, rng) + END for s in scenes[:4000])
+        sample = rng.choice(len(scenes), min(4000, len(scenes)), replace=False)   # filled and outline
+        text = "\n".join(caption(scenes[i], rng) + END for i in sample)
         return cls(setup, scenes, images, BPETokenizer.train(text, setup.vocab))
 
     def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
