@@ -54,7 +54,8 @@ class ClipSetup:
     held_out: int = 10             # (shape, colour) pairs never seen together in training
     outline_shapes: tuple[str, ...] = ("circle", "square", "triangle")
     outline_fraction: float = 0.25  # share of training scenes drawn in outline (those shapes only)
-    vocab: int = 330               # BPE vocabulary learned from captions
+    vocab: int = 400               # BPE learned from captions; 400 lets it run to completion:
+                                   # every caption word one token (395 tokens in all)
     width: int = 8                 # image tower: ConvEncoder(3, width) -> 4 * width features
     norm: str = "batch"            # "batch" or "group" (see models/cnn.py)
     text_width: int = 64
