@@ -153,10 +153,11 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() - self.wpe.weight.numel() if non_embedding else n
 
-    def features(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
-                 extra: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """The final hidden states (B, T, n_embd) for token ids `idx` (B, T), after ln_f: what
-        the output head reads, and what a text encoder or a linear probe uses.
+    def hidden_states(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
+                      extra: torch.Tensor | None = None, cache: KVCache | None = None) -> list[torch.Tensor]:
+        """The residual stream for token ids `idx` (B, T) after the embeddings and after every
+        block, then the final ln_f output: n_layer + 2 tensors (B, T, n_embd). The last is what
+        the output head reads; the others are what a probe by layer reads (notebook 03).
 
         pos:   position ids (T,) or (B, T); default: 0..T-1, offset by what `cache` holds.
         extra: an embedding (B, T, n_embd) added to token + position embeddings.
@@ -176,12 +177,22 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)                                    # (B, T, C)
         if extra is not None:
             x = x + extra
+        states = [x]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
+            states.append(x)                                                 # (B, T, C)
         if cache is not None:
             cache.length += T
-        return self.ln_f(x)                                                  # (B, T, C)
+        states.append(self.ln_f(x))                                          # (B, T, C)
+        return states
+
+    def features(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
+                 extra: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd) for token ids `idx` (B, T), after ln_f: what
+        the output head reads, and what a text encoder or a linear probe uses. The arguments
+        are those of `hidden_states`."""
+        return self.hidden_states(idx, pos, extra, cache)[-1]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 pos: torch.Tensor | None = None, extra: torch.Tensor | None = None,
@@ -203,11 +214,12 @@ class GPT(nn.Module):
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
-                 use_cache: bool = True, truncate: bool = False,
+                 use_cache: bool = True, truncate: bool = False, suppress: list[int] | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens` sampled tokens: (B, T + new).
 
         temperature=0 is greedy. With `stop_token`, stops once every row has produced it.
+        Ids in `suppress` are never produced (e.g. a start-of-image token).
         A prompt longer than the context is an error unless `truncate=True` (keep its end).
         With the KV cache, prompt + new tokens must fit in the context; without it, the model
         slides over the last block_size tokens.
@@ -229,19 +241,22 @@ class GPT(nn.Module):
         cache = self.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens) if use_cache else None
         try:
             return self._decode(idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token,
-                                generator)
+                                suppress, generator)
         finally:
             self.train(was_training)
 
-    def _decode(self, idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token, generator):
+    def _decode(self, idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token, suppress,
+                generator):
         bs = self.cfg.block_size
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is None:
                 step_input = idx[:, -bs:]                                   # slide the window
-            logits, _ = self(step_input, cache=cache)
-            nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
+            logits = self(step_input, cache=cache)[0][:, -1]                # (B, vocab)
+            if suppress:
+                logits[:, suppress] = float("-inf")
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)   # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)
             step_input = nxt
             if stop_token is not None:

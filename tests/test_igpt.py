@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from webmm_lab.experiments.igpt import (IgptData, IgptSetup, build_igpt, complete, from_sequence,
+                                        layer_features, next_pixel_probs, probe_by_layer, shift,
+                                        to_sequence)
+from webmm_lab.models.gpt import GPT, GPTConfig
+
+
+@pytest.fixture(scope="module")
+def digits():
+    setup = IgptSetup(colours=4, layers=2, heads=2, width=16, steps=5)
+    data = IgptData.build(setup)
+    return setup, data, build_igpt(setup, data)
+
+
+def test_sequence_round_trip_and_shift():
+    ids = torch.randint(7, (5, 3, 4))
+    seq = to_sequence(ids, start=7)
+    assert seq.shape == (5, 13) and (seq[:, 0] == 7).all()
+    assert torch.equal(seq[:, 1:5], ids[:, 0])                 # raster order: the first row first
+    assert torch.equal(from_sequence(seq, 3, 4), ids)
+    x, y = shift(seq)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x[0, 0] == 7 and torch.equal(y, ids.flatten(1))
+    with pytest.raises(ValueError, match="expected sequences"):
+        from_sequence(seq, 4, 4)
+
+
+def test_digits_data_round_trip(digits):
+    setup, data, _ = digits
+    assert data.vocab_size == 5 and data.start == 4
+    assert data.train_seq.shape == (len(data.train_images), 65)
+    ids = data.palette.encode(data.test_images)
+    assert torch.equal(from_sequence(data.test_seq, 8, 8), ids)
+    assert torch.equal(data.palette.encode(data.palette.decode(ids)), ids)
+    assert 1.0 < data.unigram_bits() < 2.0                    # 4 colours: at most 2 bits
+
+
+def test_completions_keep_the_given_rows_and_never_sample_the_start(digits):
+    _, data, model = digits
+    seq = data.test_seq[:3]
+    out = complete(model, seq, rows=3, samples=4, temperature=2.0)
+    truth = from_sequence(seq, 8, 8)
+    assert out.shape == (3, 4, 8, 8)
+    assert torch.equal(out[:, :, :3], truth[:, None, :3].expand(-1, 4, -1, -1))
+    assert out.max() < data.start                             # colours only
+    assert not torch.equal(out[:, 0], out[:, 1])              # samples differ at temperature 2
+    assert torch.equal(out, complete(model, seq, rows=3, samples=4, temperature=2.0))  # seeded
+
+
+def test_suppressed_token_is_never_generated():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(3, 40, 1, 1, 8))
+    with torch.no_grad():
+        model.head.weight[2] += 5.0                           # token 2 would win almost always
+    out = model.generate(torch.zeros(8, 1, dtype=torch.long), 30, temperature=1.0, suppress=[2])
+    assert (out != 2).all()
+
+
+def test_next_pixel_probs_match_the_model(digits):
+    _, data, model = digits
+    p = next_pixel_probs(model, data.test_seq[:2], row=5)
+    assert p.shape == (2, 8, 4) and torch.allclose(p.sum(-1), torch.ones(2, 8))
+    logits = model(shift(data.test_seq[:1])[0])[0][0, 5 * 8 + 3, :4]
+    assert torch.allclose(p[0, 3], logits.softmax(-1), atol=1e-5)
+
+
+def test_layer_features_pool_every_layer(digits):
+    _, data, model = digits
+    seq = data.test_seq[:6]
+    feats = layer_features(model, seq, batch=4)
+    assert len(feats) == 4 and all(f.shape == (6, 16) for f in feats)
+    emb = (model.wte(seq) + model.wpe(torch.arange(65))).mean(1)
+    assert torch.allclose(feats[0], emb, atol=1e-5)
+    assert torch.allclose(feats[-1], model.features(seq).mean(1), atol=1e-5)
+
+
+def test_probe_by_layer_reads_labels(digits):
+    _, data, model = digits
+    acc = probe_by_layer(model, data, train_idx=torch.arange(400))
+    assert len(acc) == 4 and all(0 <= a <= 1 for a in acc)
+    assert max(acc) > 0.3                                     # pooled pixels already tell digits apart
+
+
+def test_unknown_data_is_an_error():
+    with pytest.raises(ValueError, match="unknown data"):
+        IgptData.build(IgptSetup(data="cifar"))
+
+
+def test_world_colour_path():
+    setup = IgptSetup(data="world", resolution=32, world_images=40, colours=32, layers=1, heads=1,
+                      width=8)
+    data = IgptData.build(setup)
+    assert data.train_images.shape == (40, 3, 32, 32) and data.test_images.shape == (10, 3, 32, 32)
+    assert data.palette.colours.shape == (32, 3) and data.vocab_size == 33
+    assert set(data.train_labels.tolist()) <= set(range(len(data.classes)))
+    model = build_igpt(setup, data)
+    out = complete(model, data.test_seq[:2], rows=30, samples=2)
+    assert out.shape == (2, 2, 32, 32) and data.palette.decode(out).shape == (2, 2, 3, 32, 32)

@@ -1,0 +1,259 @@
+"""Image GPT in miniature (notebook 03): images through a k-means colour palette, read as
+sequences of pixel tokens in raster order, the course's GPT trained to predict the next pixel,
+completions of the bottom half, and linear probes on the features of every layer.
+
+    setup = IgptSetup(data="digits", colours=8)
+    data = IgptData.build(setup)                 # palette, token sequences, labels
+    model = build_igpt(setup, data)
+    history = train_igpt(model, data, setup)     # the course's loop
+    data.bits_per_token(model), data.unigram_bits()
+    ids = complete(model, data.test_seq[:4], rows=4, samples=5)     # (4, 5, H, W) colour ids
+    feats = layer_features(model, data.train_seq)                   # n_layer + 2 of (N, width)
+
+A sequence is [start, p_0, p_1, ..., p_{HW-1}]: a start-of-image token (id = number of colours,
+learned like any other token) and then the pixels row by row. The model reads the first HW
+tokens and predicts the last HW: the target of every position is the next pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import load
+from ..data.world import SHAPES, render, sample_scenes
+from ..device import seed_everything
+from ..kmeans import Palette
+from ..models.cnn import ConvEncoder
+from ..models.gpt import GPT, GPTConfig
+from ..probe import fit_linear_probe, probe_accuracy
+from ..train import History, random_batches, train
+
+SOURCES = ("digits", "world", "mnist")
+
+
+@dataclass
+class IgptSetup:
+    """Everything that defines an Image GPT run (notebook 03's profiles fill it in)."""
+    data: str = "digits"           # digits (8x8 grey), world (coloured shapes on textured
+                                   # backgrounds, shape labels) or mnist (28x28 grey)
+    resolution: int = 8            # world only: image side in pixels
+    world_images: int = 6000       # world only: training scenes (a quarter as many for test)
+    colours: int = 8               # palette size (iGPT: 512, a 9-bit palette)
+    layers: int = 6
+    heads: int = 4
+    width: int = 64
+    batch: int = 64
+    steps: int = 1500
+    lr: float = 3e-3
+    dropout: float = 0.0
+    seed: int = 0                  # model initialisation and batch order (data and palette fixed)
+
+
+def to_sequence(ids: torch.Tensor, start: int) -> torch.Tensor:
+    """Colour ids (N, H, W) -> sequences (N, 1 + H*W): the start token, then the pixels row by row."""
+    if ids.dim() != 3:
+        raise ValueError(f"ids must be (N, H, W) colour ids, got shape {tuple(ids.shape)}")
+    first = torch.full((len(ids), 1), start, dtype=ids.dtype, device=ids.device)
+    return torch.cat([first, ids.flatten(1)], dim=1)                          # (N, 1 + HW)
+
+
+def shift(seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences (N, 1 + HW) -> inputs (N, HW) and targets (N, HW): each position's target is
+    the next token."""
+    return seq[:, :-1], seq[:, 1:]
+
+
+def from_sequence(seq: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Sequences (N, 1 + H*W) with their start token -> colour ids (N, H, W)."""
+    if seq.dim() != 2 or seq.shape[1] != 1 + height * width:
+        raise ValueError(f"expected sequences (N, {1 + height * width}) for {height}x{width} "
+                         f"images, got shape {tuple(seq.shape)}")
+    return seq[:, 1:].reshape(-1, height, width)
+
+
+@dataclass
+class IgptData:
+    """Real images and labels, the palette fitted on the training images, and every image as a
+    token sequence."""
+    setup: IgptSetup
+    palette: Palette
+    train_images: torch.Tensor     # (N, C, H, W) in [0, 1]
+    train_labels: torch.Tensor     # (N,)
+    test_images: torch.Tensor      # (M, C, H, W)
+    test_labels: torch.Tensor      # (M,)
+    classes: list[str]
+    source: str
+    train_seq: torch.Tensor        # (N, 1 + HW) token ids
+    test_seq: torch.Tensor         # (M, 1 + HW)
+
+    @classmethod
+    def build(cls, setup: IgptSetup) -> "IgptData":
+        """Load the setup's images, fit the palette on the training pixels (seed 0: the same
+        palette for every run), and encode both splits."""
+        if setup.data not in SOURCES:
+            raise ValueError(f"unknown data {setup.data!r}; choose from {', '.join(SOURCES)}")
+        if setup.data == "world":
+            n_test = max(1, setup.world_images // 4)
+            train_scenes = sample_scenes(setup.world_images, seed=1, objects=SHAPES)
+            test_scenes = sample_scenes(n_test, seed=2, objects=SHAPES)
+            images = [render(s, setup.resolution, background="noise", seed=seed)
+                      for s, seed in ((train_scenes, 1), (test_scenes, 2))]
+            labels = [torch.tensor([SHAPES.index(s.obj) for s in scenes])
+                      for scenes in (train_scenes, test_scenes)]
+            classes, source = list(SHAPES), (f"the synthetic world: shapes on textured backgrounds, "
+                                             f"{setup.resolution}x{setup.resolution} colour")
+        else:
+            name = "digits" if setup.data == "digits" else "handwritten"
+            train_set, test_set = load(name, split="train"), load(name, split="test")
+            images = [train_set.images, test_set.images]
+            labels = [train_set.labels, test_set.labels]
+            classes, source = train_set.classes, train_set.source
+        palette = Palette.fit(images[0], setup.colours, seed=0)
+        seqs = [to_sequence(palette.encode(x), len(palette)) for x in images]
+        return cls(setup, palette, images[0], labels[0], images[1], labels[1], classes, source, *seqs)
+
+    @property
+    def start(self) -> int:
+        """The start-of-image token's id (the palette's ids are 0 .. colours - 1)."""
+        return len(self.palette)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.palette) + 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the images."""
+        return tuple(self.train_images.shape[-2:])
+
+    def batches(self, batch: int | None = None, seed: int | None = None):
+        """batch_fn(step) -> (inputs, targets), each (B, HW): random training images."""
+        draw = random_batches(self.train_seq, batch_size=batch or self.setup.batch,
+                              seed=self.setup.seed if seed is None else seed)
+        return lambda step: shift(draw(step)[0])
+
+    @torch.no_grad()
+    def bits_per_token(self, model: GPT, seq: torch.Tensor | None = None, batch: int = 256) -> float:
+        """Mean cross-entropy of the next pixel, in bits per pixel token, on `seq` (default: the
+        test images)."""
+        seq = self.test_seq if seq is None else seq
+        device = next(model.parameters()).device
+        total = 0.0
+        for chunk in seq.split(batch):
+            x, y = shift(chunk.to(device))
+            total += model(x, y)[1].item() * len(chunk)
+        return total / len(seq) / torch.log(torch.tensor(2.0)).item()
+
+    def unigram_bits(self) -> float:
+        """Bits per pixel token on the test images of the baseline that ignores every other
+        pixel: each colour's frequency in the training images (add-one smoothed)."""
+        counts = torch.bincount(self.train_seq[:, 1:].flatten(), minlength=len(self.palette)) + 1.0
+        logp = (counts / counts.sum()).log2()
+        return -logp[self.test_seq[:, 1:].flatten()].mean().item()
+
+
+def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
+    """A GPT over the palette's colours plus the start token, with a context of one whole
+    image and its start token (initialised from setup.seed)."""
+    seed_everything(setup.seed)
+    H, W = data.shape
+    return GPT(GPTConfig(data.vocab_size, 1 + H * W, n_layer=setup.layers, n_head=setup.heads,
+                         n_embd=setup.width, dropout=setup.dropout))
+
+
+def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Next-pixel cross-entropy (nats) of a batch (inputs, targets)."""
+    return model(*batch)[1]
+
+
+def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None = None,
+               evals: int = 5, device: torch.device | str | None = None, progress: bool = True,
+               stop_after: int | None = None) -> History:
+    """Train on the course's loop, with the test loss (bits per pixel token) measured `evals`
+    times (see `train` for `run` and `stop_after`)."""
+    return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
+                 eval_fn=lambda m: {"val_loss": data.bits_per_token(m)},
+                 eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
+                 progress=progress, stop_after=stop_after)
+
+
+@torch.no_grad()
+def complete(model: GPT, seq: torch.Tensor, rows: int, samples: int = 4, temperature: float = 1.0,
+             top_p: float | None = None, seed: int = 0) -> torch.Tensor:
+    """Complete images from their top `rows` rows: `samples` completions of each sequence in
+    `seq` (N, 1 + HW), all in one batched call with the KV cache. Returns colour ids
+    (N, samples, H, W); the given rows are copied unchanged, the start token is never sampled."""
+    n_pixels = seq.shape[1] - 1
+    side = int(round(n_pixels ** 0.5))
+    if side * side != n_pixels:
+        raise ValueError(f"sequences of {n_pixels} pixels are not square images")
+    if not 0 <= rows < side:
+        raise ValueError(f"rows must be in [0, {side}), got {rows}")
+    device = next(model.parameters()).device
+    start = model.cfg.vocab_size - 1
+    prompt = seq[:, :1 + rows * side].repeat_interleave(samples, dim=0).to(device)  # (N*s, 1 + r*W)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = model.generate(prompt, n_pixels - rows * side, temperature=temperature, top_p=top_p,
+                         suppress=[start], generator=gen)                      # (N*s, 1 + HW)
+    return out[:, 1:].reshape(len(seq), samples, side, side).cpu()
+
+
+@torch.no_grad()
+def next_pixel_probs(model: GPT, seq: torch.Tensor, row: int) -> torch.Tensor:
+    """The model's probabilities for every pixel of row `row`, each given the true pixels
+    before it: (N, W, colours)."""
+    device = next(model.parameters()).device
+    side = int(round((seq.shape[1] - 1) ** 0.5))
+    logits = model(shift(seq.to(device))[0])[0]                                # (N, HW, vocab)
+    probs = logits[:, row * side:(row + 1) * side, :-1].float().softmax(-1)   # (N, W, colours)
+    return probs.cpu()
+
+
+@torch.no_grad()
+def layer_features(model: GPT, seq: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
+    """Average-pooled features of whole images `seq` (N, 1 + HW): one (N, width) tensor for the
+    embeddings, each block and the final layer norm (n_layer + 2 in all), as iGPT's probes."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    pooled = [[] for _ in range(model.cfg.n_layer + 2)]
+    for chunk in seq.split(batch):
+        for i, h in enumerate(model.hidden_states(chunk.to(device))):          # (b, 1 + HW, C)
+            pooled[i].append(h.float().mean(1).cpu())
+    model.train(was_training)
+    return [torch.cat(p) for p in pooled]
+
+
+def probe_by_layer(model: GPT, data: IgptData, train_idx: torch.Tensor | None = None) -> list[float]:
+    """Test accuracy of a linear probe on every layer's pooled features (fitted on the training
+    images, or on `train_idx` of them): n_layer + 2 accuracies."""
+    train_idx = torch.arange(len(data.train_seq)) if train_idx is None else train_idx
+    train_f = layer_features(model, data.train_seq[train_idx])
+    test_f = layer_features(model, data.test_seq)
+    y_train, y_test = data.train_labels[train_idx], data.test_labels
+    return [probe_accuracy(fit_linear_probe(a, y_train, len(data.classes)), b, y_test)
+            for a, b in zip(train_f, test_f)]
+
+
+def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
+                width: int = 16, seed: int = 0, progress: bool = True) -> nn.Module:
+    """A small convolutional classifier trained on whole real images: it judges which class a
+    completed image shows, independently of the GPT."""
+    seed_everything(seed)
+    encoder = ConvEncoder(images.shape[1], width)
+    judge = nn.Sequential(encoder, nn.Linear(encoder.out_dim, n_classes))
+    train(judge, lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+          random_batches(images, labels, batch_size=64, seed=seed), steps=steps, lr=3e-3,
+          seed=seed, progress=progress)
+    return judge.eval()
+
+
+@torch.no_grad()
+def judge_labels(judge: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """The judge's class for each image (N, C, H, W): (N,)."""
+    device = next(judge.parameters()).device
+    judge.eval()
+    return torch.cat([judge(x.to(device)).argmax(-1).cpu() for x in images.split(batch)])
