@@ -138,3 +138,12 @@ def test_a_dry_run_offline_gets_an_mnist_sized_stand_in(tmp_path, monkeypatch, c
     assert test.images.shape == (10000, 1, 28, 28) and test.labels.shape == (10000,)
     assert "stand in" in capsys.readouterr().out and "stand-in" in test.source
     assert 0 <= test.images.min() and test.images.max() <= 1
+
+
+def test_photos_ship_with_scikit_image():
+    photos = load("photos", size=32)
+    assert list(photos) == ["astronaut", "coffee", "chelsea"]
+    assert all(p.shape[0] == 3 and min(p.shape[1:]) == 32 and 0 <= p.min() and p.max() <= 1
+               for p in photos.values())
+    with pytest.raises(ValueError, match="unknown photo"):
+        load("photos", names=("lena",))

@@ -39,13 +39,13 @@ def test_digits_data_round_trip(digits):
 def test_completions_keep_the_given_rows_and_never_sample_the_start(digits):
     _, data, model = digits
     seq = data.test_seq[:3]
-    out = complete(model, seq, rows=3, samples=4, temperature=2.0)
+    out = complete(model, seq, rows=3, samples=4, temperature=2.0, batch=5)
     truth = from_sequence(seq, 8, 8)
     assert out.shape == (3, 4, 8, 8)
     assert torch.equal(out[:, :, :3], truth[:, None, :3].expand(-1, 4, -1, -1))
     assert out.max() < data.start                             # colours only
     assert not torch.equal(out[:, 0], out[:, 1])              # samples differ at temperature 2
-    assert torch.equal(out, complete(model, seq, rows=3, samples=4, temperature=2.0))  # seeded
+    assert torch.equal(out, complete(model, seq, rows=3, samples=4, temperature=2.0, batch=5))  # seeded
 
 
 def test_suppressed_token_is_never_generated():

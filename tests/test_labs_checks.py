@@ -265,3 +265,43 @@ def test_lab02_bigram_check_catches_a_wrong_smoothing():
         c.index_put_((t[:-1], t[1:]), torch.ones(len(t) - 1), accumulate=True)
         return -((c + 1) / (c.sum(1, keepdim=True) + 1)).log()[v[:-1], v[1:]].mean().item()
     assert not check_bigram_loss(add_one_to_the_row_only)
+
+
+def test_lab03_checks_accept_the_reference_and_catch_mistakes():
+    from webmm_lab.checks.lab03 import check_decode, check_encode, check_inputs_targets, check_kmeans_step
+    from webmm_lab.experiments.igpt import shift, to_sequence
+    from webmm_lab.kmeans import Palette, kmeans_step
+
+    assert check_kmeans_step(lambda p, c: kmeans_step(p, c)[0], seed=0, verbose=False)
+
+    def empty_stays(points, centres):                       # forgets the empty-cluster rule
+        ids = torch.cdist(points, centres).argmin(1)
+        new = centres.clone()
+        for j in range(len(centres)):
+            if (ids == j).any():
+                new[j] = points[ids == j].mean(0)
+        return new
+    result = check_kmeans_step(empty_stays, seed=0, verbose=False)
+    assert not result and "values differ" in result.message
+
+    def random_refill(points, centres):                     # refills empties with the first points
+        new = empty_stays(points, centres)
+        ids = torch.cdist(points, centres).argmin(1)
+        empty = [j for j in range(len(centres)) if not (ids == j).any()]
+        new[empty] = points[:len(empty)]
+        return new
+    assert not check_kmeans_step(random_refill, seed=0, verbose=False)
+
+    assert check_encode(lambda x, c: Palette(c).encode(x), seed=0, verbose=False)
+    by_brightness = lambda x, c: (x.mean(1, keepdim=True) - c.mean(1)[:, None, None]).abs().argmin(1)
+    assert not check_encode(by_brightness, seed=0, verbose=False)
+
+    assert check_decode(lambda i, c: Palette(c).decode(i), seed=0, verbose=False)
+    channels_last = check_decode(lambda i, c: c[i], seed=0, verbose=False)
+    assert not channels_last and "wrong shape" in channels_last.message
+
+    assert check_inputs_targets(lambda ids, s: shift(to_sequence(ids, s)), seed=0, verbose=False)
+    no_start = lambda ids, s: (ids.flatten(1), ids.flatten(1))
+    assert not check_inputs_targets(no_start, seed=0, verbose=False)
+    column_order = lambda ids, s: shift(to_sequence(ids.transpose(1, 2), s))
+    assert not check_inputs_targets(column_order, seed=0, verbose=False)

@@ -122,12 +122,11 @@ class Claims:
     def show_spread(self) -> dict | None:
         """Print the stored spread of this notebook's claims over seeds and a one-thread run
         (measured by `webmm-lab run NN --profile cpu --seeds 0-4 --store`); returns it."""
-        path = SPREADS / f"{self.notebook}.json"
-        if not path.is_file():
+        data = load_spread(self.notebook)
+        if data is None:
             print(f"no spread stored for {self.notebook} yet: measure it with "
                   f"`webmm-lab run {self.notebook[:2]} --profile cpu --seeds 0-4 --store`")
             return None
-        data = json.loads(path.read_text())
         print(format_spread(data))
         return data
 
@@ -166,6 +165,12 @@ def spread(notebook: str, profile: str, runs: dict[str, list[Claim]], seconds: d
                      "median": statistics.median(numbers) if numbers else None})
     return {"notebook": notebook, "profile": profile, "runs": list(runs), "seconds": seconds,
             "measured": time.strftime("%Y-%m-%d"), "claims": rows}
+
+
+def load_spread(notebook: str) -> dict | None:
+    """The stored spread of a notebook's claims (see `spread`), or None if none is stored."""
+    path = SPREADS / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def format_spread(data: dict) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 
-def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """For every point (N, D): the index of its nearest centre (K, D), and the squared
     distance to it: (N,) long, (N,) float. Computed in chunks of rows to bound memory."""
     if points.dim() != 2 or centres.dim() != 2 or points.shape[1] != centres.shape[1]:
@@ -27,10 +27,9 @@ def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 65536) -> 
     c2 = centres.pow(2).sum(1)                                             # (K,)
     ids, dist = [], []
     for x in points.split(chunk):
-        d2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + c2        # (n, K)
-        d, i = d2.min(1)
+        d, i = torch.addmm(c2, x, centres.T, alpha=-2).min(1)              # |c|^2 - 2 x.c: (n, K)
         ids.append(i)
-        dist.append(d.clamp_min(0))
+        dist.append((d + x.pow(2).sum(1)).clamp_min(0))                    # + |x|^2: (n,)
     return torch.cat(ids), torch.cat(dist)
 
 

@@ -4,6 +4,7 @@
     digits = load("digits", split="train")       # ImageSet: images (N, 1, 8, 8), labels
     docs = load("python-docs", split="val")       # TextSet: text
     hand = load("handwritten")                    # MNIST in the gpu profile, digits otherwise
+    photos = load("photos")                       # {name: (3, H, W)}: scikit-image's photographs
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 
 from ..profiles import active_profile
 from .download import DownloadError, download, sha256_of
-from .images import ImageSet, load_digits, load_mnist, per_class_subset
+from .images import ImageSet, load_digits, load_mnist, load_photos, per_class_subset
 from .text import TextSet, load_python_docs, load_python_source
 
 
@@ -29,6 +30,7 @@ REGISTRY: dict[str, Callable] = {
     "handwritten": load_handwritten,
     "python-docs": load_python_docs,
     "python-source": load_python_source,
+    "photos": load_photos,
 }
 
 
@@ -45,5 +47,5 @@ def load(name: str, **kwargs):
 
 
 __all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
-           "load_digits", "load_mnist", "per_class_subset", "load_handwritten", "load_python_docs",
-           "load_python_source"]
+           "load_digits", "load_mnist", "load_photos", "per_class_subset", "load_handwritten",
+           "load_python_docs", "load_python_source"]

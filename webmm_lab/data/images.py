@@ -1,6 +1,6 @@
-"""Image data sets with labels: scikit-learn's 8x8 digits (embedded) and MNIST (downloaded).
-
-Both return an ImageSet with images (N, 1, H, W) as floats in [0, 1] and integer labels.
+"""Image data sets with labels: scikit-learn's 8x8 digits (embedded) and MNIST (downloaded),
+both as an ImageSet with images (N, 1, H, W) as floats in [0, 1] and integer labels; and a few
+real colour photographs that ship with scikit-image (no labels).
 """
 from __future__ import annotations
 
@@ -136,3 +136,25 @@ def load_mnist(split: str = "train", download_ok: bool = True, fallback: bool = 
     x = torch.from_numpy(read_idx(paths[0]).copy()).float().div_(255).unsqueeze(1)  # (N, 1, 28, 28)
     y = torch.from_numpy(read_idx(paths[1]).astype(np.int64))
     return ImageSet(x, y, DIGIT_CLASSES, "mnist", f"MNIST (28x28, cached in {root})")
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea")
+
+
+def load_photos(names: tuple[str, ...] = PHOTOS, size: int | None = 128) -> dict[str, torch.Tensor]:
+    """Colour photographs bundled with scikit-image (no download), each (3, H, W) in [0, 1],
+    resized so that the shorter side is `size` pixels (None: as they are)."""
+    import skimage.data
+
+    photos = {}
+    for name in names:
+        if name not in PHOTOS:
+            raise ValueError(f"unknown photo {name!r}; choose from {', '.join(PHOTOS)}")
+        x = torch.from_numpy(getattr(skimage.data, name)().copy()).permute(2, 0, 1).float() / 255
+        if size is not None:
+            h, w = x.shape[1:]
+            scale = size / min(h, w)
+            x = torch.nn.functional.interpolate(x[None], size=(round(h * scale), round(w * scale)),
+                                                mode="area")[0]
+        photos[name] = x.clamp(0, 1)
+    return photos

@@ -182,10 +182,12 @@ def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None 
 
 @torch.no_grad()
 def complete(model: GPT, seq: torch.Tensor, rows: int, samples: int = 4, temperature: float = 1.0,
-             top_p: float | None = None, seed: int = 0) -> torch.Tensor:
+             top_p: float | None = None, seed: int = 0, batch: int = 1024) -> torch.Tensor:
     """Complete images from their top `rows` rows: `samples` completions of each sequence in
-    `seq` (N, 1 + HW), all in one batched call with the KV cache. Returns colour ids
-    (N, samples, H, W); the given rows are copied unchanged, the start token is never sampled."""
+    `seq` (N, 1 + HW), sampled together with the KV cache (in calls of at most `batch`
+    sequences, which bounds the cache's memory). Returns colour ids (N, samples, H, W); the
+    given rows are copied unchanged, the start token is never sampled; the same seed and batch
+    give the same samples."""
     n_pixels = seq.shape[1] - 1
     side = int(round(n_pixels ** 0.5))
     if side * side != n_pixels:
@@ -196,9 +198,10 @@ def complete(model: GPT, seq: torch.Tensor, rows: int, samples: int = 4, tempera
     start = model.cfg.vocab_size - 1
     prompt = seq[:, :1 + rows * side].repeat_interleave(samples, dim=0).to(device)  # (N*s, 1 + r*W)
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = model.generate(prompt, n_pixels - rows * side, temperature=temperature, top_p=top_p,
-                         suppress=[start], generator=gen)                      # (N*s, 1 + HW)
-    return out[:, 1:].reshape(len(seq), samples, side, side).cpu()
+    out = torch.cat([model.generate(p, n_pixels - rows * side, temperature=temperature, top_p=top_p,
+                                    suppress=[start], generator=gen).cpu()
+                     for p in prompt.split(batch)])                            # (N*s, 1 + HW)
+    return out[:, 1:].reshape(len(seq), samples, side, side)
 
 
 @torch.no_grad()

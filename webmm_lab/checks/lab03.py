@@ -1,0 +1,73 @@
+"""Checks for lab 03: one k-means step, palette encode and decode, and the input/target shift
+of a pixel sequence with its start token."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..experiments.igpt import shift, to_sequence
+from ..kmeans import Palette, kmeans_step
+from . import CheckResult, check_function
+
+
+def _kmeans_inputs(gen: torch.Generator):
+    n, d = int(torch.randint(5, 60, (), generator=gen)), int(torch.randint(1, 4, (), generator=gen))
+    k = int(torch.randint(2, min(n, 8) + 1, (), generator=gen))
+    points = torch.randn(n, d, generator=gen)
+    centres = points[torch.randperm(n, generator=gen)[:k]] + 0.1 * torch.randn(k, d, generator=gen)
+    far = int(torch.randint(0, k, (), generator=gen))           # some centres too far to win a point
+    centres[:far] += 100 + 100 * torch.arange(far, dtype=torch.float).unsqueeze(1)
+    return (points, centres)
+
+
+def check_kmeans_step(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], **kw) -> CheckResult:
+    """Lab 03: fn(points (N, D), centres (K, D)) -> new centres (K, D): each the mean of the
+    points nearest to it; an empty centre takes the point farthest from its own centre (the
+    first empty one the farthest, the next the next farthest)."""
+    return check_function(fn, lambda p, c: kmeans_step(p, c)[0], _kmeans_inputs, name="kmeans_step",
+                          trials=30, atol=1e-5,
+                          hint="a point belongs to the centre at the smallest distance; a centre "
+                          "nobody chose must still move somewhere useful, and which point it takes "
+                          "is decided by how badly each point is served now", **kw)
+
+
+def _palette_inputs(gen: torch.Generator):
+    c, k = int(torch.randint(1, 4, (), generator=gen)), int(torch.randint(2, 12, (), generator=gen))
+    n, h, w = (int(v) for v in torch.randint(1, 6, (3,), generator=gen))
+    return (torch.rand(n, c, h, w, generator=gen), torch.rand(k, c, generator=gen))
+
+
+def check_encode(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], **kw) -> CheckResult:
+    """Lab 03: fn(images (N, C, H, W), colours (K, C)) -> ids (N, H, W) of the nearest colour."""
+    return check_function(fn, lambda x, c: Palette(c).encode(x), _palette_inputs, name="encode",
+                          trials=20, hint="the colour axis of the images is dim 1 and of the "
+                          "palette dim 1 too; bring the pixels into one list first", **kw)
+
+
+def _decode_inputs(gen: torch.Generator):
+    images, colours = _palette_inputs(gen)
+    ids = torch.randint(len(colours), images[:, 0].shape, generator=gen)
+    return (ids, colours)
+
+
+def check_decode(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], **kw) -> CheckResult:
+    """Lab 03: fn(ids (N, H, W), colours (K, C)) -> images (N, C, H, W)."""
+    return check_function(fn, lambda i, c: Palette(c).decode(i), _decode_inputs, name="decode",
+                          trials=20, hint="indexing a (K, C) table with an (N, H, W) tensor of ids "
+                          "gives (N, H, W, C); images want the channels second", **kw)
+
+
+def _shift_inputs(gen: torch.Generator):
+    k = int(torch.randint(2, 20, (), generator=gen))
+    n, h, w = (int(v) for v in torch.randint(1, 6, (3,), generator=gen))
+    return (torch.randint(k, (n, h, w), generator=gen), k)
+
+
+def check_inputs_targets(fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]], **kw) -> CheckResult:
+    """Lab 03: fn(ids (N, H, W), start) -> (inputs, targets), each (N, H*W): the start token and
+    the pixels in raster order, and the pixels each position must predict."""
+    return check_function(fn, lambda ids, start: shift(to_sequence(ids, start)), _shift_inputs,
+                          name="inputs_targets", trials=20,
+                          hint="read the pixels row by row; the first input is the start token, "
+                          "and no target is ever the start token", **kw)
