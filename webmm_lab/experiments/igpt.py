@@ -30,6 +30,7 @@ from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..probe import fit_linear_probe, probe_accuracy
 from ..train import History, random_batches, train
+from .gpt import lm_loss
 
 SOURCES = ("digits", "world", "mnist")
 
@@ -164,16 +165,12 @@ def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
                          n_embd=setup.width, dropout=setup.dropout))
 
 
-def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Next-pixel cross-entropy (nats) of a batch (inputs, targets)."""
-    return model(*batch)[1]
-
-
 def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None = None,
                evals: int = 5, device: torch.device | str | None = None, progress: bool = True,
                stop_after: int | None = None) -> History:
-    """Train on the course's loop, with the test loss (bits per pixel token) measured `evals`
-    times (see `train` for `run` and `stop_after`)."""
+    """Train on the course's loop to predict the next pixel (notebook 02's `lm_loss`), with the
+    test loss (bits per pixel token) measured `evals` times (see `train` for `run` and
+    `stop_after`)."""
     return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=lambda m: {"val_loss": data.bits_per_token(m)},
                  eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
