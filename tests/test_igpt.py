@@ -77,7 +77,10 @@ def test_layer_features_pool_every_layer(digits):
 
 def test_probe_by_layer_reads_labels(digits):
     _, data, model = digits
-    acc = probe_by_layer(model, data, train_idx=torch.arange(400))
+    idx = torch.arange(400)
+    train_feats = [f[idx] for f in layer_features(model, data.train_seq)]
+    acc = probe_by_layer(train_feats, data.train_labels[idx], layer_features(model, data.test_seq),
+                         data.test_labels, 10)
     assert len(acc) == 4 and all(0 <= a <= 1 for a in acc)
     assert max(acc) > 0.3                                     # pooled pixels already tell digits apart
 

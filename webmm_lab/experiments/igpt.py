@@ -9,6 +9,7 @@ completions of the bottom half, and linear probes on the features of every layer
     data.bits_per_token(model), data.unigram_bits()
     ids = complete(model, data.test_seq[:4], rows=4, samples=5)     # (4, 5, H, W) colour ids
     feats = layer_features(model, data.train_seq)                   # n_layer + 2 of (N, width)
+    acc = probe_by_layer(feats, data.train_labels, layer_features(model, data.test_seq), data.test_labels)
 
 A sequence is [start, p_0, p_1, ..., p_{HW-1}]: a start-of-image token (id = number of colours,
 learned like any other token) and then the pixels row by row. The model reads the first HW
@@ -227,15 +228,15 @@ def layer_features(model: GPT, seq: torch.Tensor, batch: int = 256) -> list[torc
     return [torch.cat(p) for p in pooled]
 
 
-def probe_by_layer(model: GPT, data: IgptData, train_idx: torch.Tensor | None = None) -> list[float]:
-    """Test accuracy of a linear probe on every layer's pooled features (fitted on the training
-    images, or on `train_idx` of them): n_layer + 2 accuracies."""
-    train_idx = torch.arange(len(data.train_seq)) if train_idx is None else train_idx
-    train_f = layer_features(model, data.train_seq[train_idx])
-    test_f = layer_features(model, data.test_seq)
-    y_train, y_test = data.train_labels[train_idx], data.test_labels
-    return [probe_accuracy(fit_linear_probe(a, y_train, len(data.classes)), b, y_test)
-            for a, b in zip(train_f, test_f)]
+def probe_by_layer(train_feats: list[torch.Tensor], train_labels: torch.Tensor,
+                   test_feats: list[torch.Tensor], test_labels: torch.Tensor,
+                   n_classes: int | None = None) -> list[float]:
+    """Test accuracy of a linear probe fitted on each layer's training features (the lists of
+    `layer_features`, layer by layer): one accuracy per layer."""
+    if len(train_feats) != len(test_feats):
+        raise ValueError(f"{len(train_feats)} layers of training features but {len(test_feats)} of test features")
+    return [probe_accuracy(fit_linear_probe(a, train_labels, n_classes), b, test_labels)
+            for a, b in zip(train_feats, test_feats)]
 
 
 def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
