@@ -17,6 +17,7 @@ tokens and predicts the last HW: the target of every position is the next pixel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +148,7 @@ class IgptData:
         for chunk in seq.split(batch):
             x, y = shift(chunk.to(device))
             total += model(x, y)[1].item() * len(chunk)
-        return total / len(seq) / torch.log(torch.tensor(2.0)).item()
+        return total / len(seq) / math.log(2)
 
     def unigram_bits(self) -> float:
         """Bits per pixel token on the test images of the baseline that ignores every other
@@ -170,10 +171,10 @@ def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None 
                evals: int = 5, device: torch.device | str | None = None, progress: bool = True,
                stop_after: int | None = None) -> History:
     """Train on the course's loop to predict the next pixel (notebook 02's `lm_loss`), with the
-    test loss (bits per pixel token) measured `evals` times (see `train` for `run` and
+    test loss measured `evals` times, in nats like the training loss (see `train` for `run` and
     `stop_after`)."""
     return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
-                 eval_fn=lambda m: {"val_loss": data.bits_per_token(m)},
+                 eval_fn=lambda m: {"test_loss": data.bits_per_token(m) * math.log(2)},
                  eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
                  progress=progress, stop_after=stop_after)
 
