@@ -305,3 +305,52 @@ def test_lab03_checks_accept_the_reference_and_catch_mistakes():
     assert not check_inputs_targets(no_start, seed=0, verbose=False)
     column_order = lambda ids, s: shift(to_sequence(ids.transpose(1, 2), s))
     assert not check_inputs_targets(column_order, seed=0, verbose=False)
+
+
+def test_lab04_checks_accept_the_reference_and_catch_mistakes():
+    import numpy as np
+    from webmm_lab.checks.lab04 import (TOK, check_decode, check_encode, check_round_trip,
+                                        reference_decode, reference_encode)
+    from webmm_lab.data import load
+    from webmm_lab.experiments.musenet import pitch_name
+
+    assert check_encode(reference_encode, seed=0, verbose=False)
+
+    def encoder(notes, order, longest):
+        out, now = [], 0
+        for o, d, i, p in notes[order(notes)].tolist():
+            while o > now:
+                out.append(f"wait:{min(o - now, longest)}")
+                now += min(o - now, longest)
+            out += [f"{TOK.instruments[i]}:{pitch_name(p)}", f"dur:{d}"]
+        return out
+    full_sort = lambda n: np.lexsort((n[:, 3], n[:, 2], n[:, 0]))
+    assert check_encode(lambda n: encoder(n, full_sort, 32), seed=0, verbose=False)
+    result = check_encode(lambda n: encoder(n, full_sort, 10**6), seed=0, verbose=False)
+    assert not result and "expected" in result.message            # one long wait instead of several
+    by_onset = lambda n: np.argsort(n[:, 0], kind="stable")        # instrument and pitch order ignored
+    assert not check_encode(lambda n: encoder(n, by_onset, 32), seed=0, verbose=False)
+
+    assert check_decode(lambda t: reference_decode(t).numpy(), seed=0, verbose=False)
+
+    def drops_hanging(tokens):                               # a note without duration disappears
+        notes = reference_decode(tokens).numpy()
+        ids = TOK.ids(tokens[: tokens.index("<end>")] if "<end>" in tokens else tokens)
+        at = [k for k, t in enumerate(ids) if TOK.note0 <= t < TOK.dur0]
+        keep = [k + 1 < len(ids) and TOK.dur0 <= ids[k + 1] < TOK.wait0 for k in at]
+        return notes[np.array(keep, dtype=bool)] if len(at) else notes
+    assert not check_decode(drops_hanging, seed=0, verbose=False)
+
+    def ignores_end(tokens):
+        return reference_decode([t for t in tokens if t != "<end>"]).numpy()
+    assert not check_decode(ignores_end, seed=0, verbose=False)
+
+    pieces = [p for p in load("music", split="all").pieces if p.style == "bach"][:5]
+    assert check_round_trip(reference_encode, lambda t: reference_decode(t).numpy(), pieces, verbose=False)
+    assert not check_round_trip(reference_encode, lambda t: reference_decode(t).numpy()[:-1], pieces,
+                                verbose=False)
+
+    def stub(*a):
+        raise NotImplementedError("Your turn")
+    assert "not implemented" in check_encode(stub, seed=0, verbose=False).message
+    assert "not implemented" in check_round_trip(stub, stub, pieces, verbose=False).message

@@ -6,6 +6,7 @@
     webmm-lab run 01 --profile cpu --seeds 0-4 # once per seed and once on one thread: the spread
     webmm-lab results                     # every recorded claim, as a table
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
+    webmm-lab music build                 # re-parse music21's corpus into the shipped note file
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
     torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip
 """
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
+    p_music = sub.add_parser("music", help="the shipped music file (maintainers)")
+    p_music.add_argument("action", choices=["build"])
+    p_music.add_argument("--per-style", type=int, default=None, help="pieces per style")
     p_train = sub.add_parser("train", help="train a course model from the command line "
                              "(also under torchrun); `webmm-lab train clip --help` for options")
     p_train.add_argument("model", choices=sorted(TRAINERS))
@@ -208,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         import importlib
         return importlib.import_module(TRAINERS[args.model]).main(args.options)
+    if args.cmd == "music":
+        from .data import music
+        pieces = music.build_corpus(args.per_style or music.PER_STYLE)
+        digest = music.save_pieces(pieces, music.SHIPPED)
+        print(f"wrote {len(pieces)} pieces to {music.SHIPPED} "
+              f"({music.SHIPPED.stat().st_size / 1e3:.0f} kB); set SHIPPED_SHA256 = {digest!r}")
+        return 0
     if args.cmd == "results":
         print(format_table(load_results()))
         return 0

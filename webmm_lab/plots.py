@@ -1,4 +1,4 @@
-"""Small plotting helpers the notebooks need again and again: image grids and training curves."""
+"""Small plotting helpers the notebooks need again and again: image grids, training curves, piano rolls."""
 from __future__ import annotations
 
 import math
@@ -87,4 +87,36 @@ def plot_curve(history, ax=None, smooth: int = 20, title: str | None = None):
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
+    return ax
+
+
+INSTRUMENT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd")   # soprano .. fiddle
+
+
+def piano_roll(notes: np.ndarray, names: Sequence[str], ax=None, title: str | None = None,
+               steps_per_beat: int = 4, legend: bool = True):
+    """Notes (n, 4) of (onset, duration, instrument, pitch) as bars, one colour per instrument
+    (`names[i]` in the legend), time in beats; one `broken_barh` call per instrument and pitch."""
+    notes = np.asarray(notes).reshape(-1, 4)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3))
+    for i, name in enumerate(names):
+        mine = notes[notes[:, 2] == i]
+        if len(mine):
+            bars = np.stack([mine[:, 0], mine[:, 1]], 1) / steps_per_beat            # (n, 2) start, width
+            for pitch in np.unique(mine[:, 3]):
+                ax.broken_barh(bars[mine[:, 3] == pitch], (pitch - 0.4, 0.8),
+                               color=INSTRUMENT_COLOURS[i % len(INSTRUMENT_COLOURS)], label=name)
+    handles, labels = ax.get_legend_handles_labels()
+    if legend and handles:
+        seen = dict(zip(labels, handles))
+        ax.legend(seen.values(), seen.keys(), fontsize=7, loc="upper right", ncol=len(seen))
+    if len(notes):
+        ax.set_ylim(notes[:, 3].min() - 2, notes[:, 3].max() + 3)
+        ax.set_xlim(0, (notes[:, 0] + notes[:, 1]).max() / steps_per_beat)
+    ax.set_xlabel("beat (quarter notes)")
+    ax.set_ylabel("MIDI pitch")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.2)
     return ax

@@ -5,6 +5,7 @@
     docs = load("python-docs", split="val")       # TextSet: text
     hand = load("handwritten")                    # MNIST in the gpu profile, digits otherwise
     photos = load("photos")                       # {name: (3, H, W)}: scikit-image's photographs
+    music = load("music", split="train")          # MusicSet: scores from music21's corpus as notes
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Callable
 
 from ..profiles import active_profile
 from .download import DownloadError, download, sha256_of
+from .music import MusicSet, load_music
 from .images import ImageSet, load_digits, load_mnist, load_photos, per_class_subset
 from .text import TextSet, load_python_docs, load_python_source
 
@@ -31,6 +33,7 @@ REGISTRY: dict[str, Callable] = {
     "python-docs": load_python_docs,
     "python-source": load_python_source,
     "photos": load_photos,
+    "music": load_music,
 }
 
 
@@ -48,4 +51,4 @@ def load(name: str, **kwargs):
 
 __all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
            "load_digits", "load_mnist", "load_photos", "per_class_subset", "load_handwritten",
-           "load_python_docs", "load_python_source"]
+           "load_python_docs", "load_python_source", "MusicSet", "load_music"]

@@ -1,0 +1,117 @@
+"""A small additive synthesiser: note lists -> audio, vectorised (no Python loop per sample).
+
+    from webmm_lab.data.audio import render, write_wav
+    wave = render(piece.notes, tempo=90)                 # float32 (samples,) in [-1, 1], 16 kHz
+    wave = render(notes, timbres={"fiddle": "clarinet"}) # another timbre for one instrument
+    IPython.display.Audio(wave, rate=16000)
+
+Notes are (n, 4) arrays of (onset, duration, instrument, pitch) on a sixteenth-note grid, as
+`webmm_lab.data.music` gives them. Each note is a sum of harmonics with an attack/decay/
+release envelope; a timbre is the harmonics' amplitudes and the envelope's times. Notebook 04
+plays its generated music with it; notebook 05 renders its training audio with it, a timbre
+per "artist".
+"""
+from __future__ import annotations
+
+import wave as wavefile
+from pathlib import Path
+
+import numpy as np
+
+from .music import GRID, INSTRUMENTS
+
+SAMPLE_RATE = 16_000
+# harmonic amplitudes (fundamental first), attack, decay (s, to the sustain level), sustain, release (s)
+TIMBRES = {
+    "flute":    dict(harmonics=(1.0, 0.25, 0.08, 0.03), attack=0.04, decay=0.10, sustain=0.85, release=0.08),
+    "clarinet": dict(harmonics=(1.0, 0.0, 0.55, 0.0, 0.35, 0.0, 0.2, 0.0, 0.1), attack=0.03, decay=0.10,
+                     sustain=0.8, release=0.06),
+    "strings":  dict(harmonics=tuple(1.0 / k for k in range(1, 11)), attack=0.06, decay=0.15, sustain=0.75,
+                     release=0.10),
+    "organ":    dict(harmonics=(1.0, 0.7, 0.0, 0.45, 0.0, 0.0, 0.0, 0.25), attack=0.01, decay=0.02,
+                     sustain=1.0, release=0.03),
+    "piano":    dict(harmonics=(1.0, 0.5, 0.3, 0.15, 0.1, 0.05), attack=0.005, decay=0.6, sustain=0.15,
+                     release=0.15),
+}
+VOICE_TIMBRES = {"soprano": "flute", "alto": "clarinet", "tenor": "organ", "bass": "strings",
+                 "fiddle": "strings"}
+
+
+def envelope(t: np.ndarray, held: np.ndarray, attack: float, decay: float, sustain: float,
+             release: float) -> np.ndarray:
+    """Attack-decay-sustain-release gains for times t (n, L) in seconds since each note's
+    onset, notes held for `held` (n, 1) seconds; 0 after the release."""
+    rise = np.clip(t / attack, 0, 1)
+    fall = 1 - (1 - sustain) * np.clip((t - attack) / decay, 0, 1)
+    off = np.clip(1 - (t - held) / release, 0, 1)                     # 1 while held, then to 0
+    return rise * fall * off
+
+
+def render(notes: np.ndarray, tempo: float = 90, sample_rate: int = SAMPLE_RATE,
+           timbres: dict[str, str] | str | None = None, max_seconds: float | None = None,
+           chunk: int = 2_000_000) -> np.ndarray:
+    """Notes (n, 4) -> mono float32 audio (samples,), peak-normalised to 0.9 (never clips).
+
+    tempo: quarter notes per minute. timbres: a timbre name for every instrument, or a dict
+    {instrument: timbre} over VOICE_TIMBRES' defaults. max_seconds: only the notes that start
+    before it, the audio cut there (keeps a notebook light). Notes are rendered in chunks of at most
+    `chunk` samples in all and summed into the output with one bincount per chunk.
+    """
+    notes = np.asarray(notes)
+    if notes.ndim != 2 or notes.shape[1] != 4:
+        raise ValueError(f"notes must be (n, 4) of (onset, duration, instrument, pitch), got {notes.shape}")
+    choice = {**VOICE_TIMBRES, **({i: timbres for i in INSTRUMENTS} if isinstance(timbres, str)
+                                  else timbres or {})}
+    for name in choice.values():
+        if name not in TIMBRES:
+            raise ValueError(f"unknown timbre {name!r}; choose from {', '.join(TIMBRES)}")
+    step = 60.0 / tempo / GRID                                                # seconds per grid step
+    if max_seconds is not None:
+        notes = notes[notes[:, 0] * step < max_seconds]
+    end = (notes[:, 0] + notes[:, 1]).max() * step if len(notes) else 0.0
+    out = np.zeros(int((end + 0.5) * sample_rate) + 1)
+    for inst, name in enumerate(INSTRUMENTS):
+        mine = notes[notes[:, 2] == inst]
+        if not len(mine):
+            continue
+        tb = TIMBRES[choice[name]]
+        held = mine[:, 1] * step                                             # (n,) seconds
+        length = ((held + tb["release"]) * sample_rate).astype(int) + 1      # (n,) samples
+        order = np.argsort(length)
+        mine, held, length = mine[order], held[order], length[order]
+        start = 0
+        while start < len(mine):                                             # chunks of similar length
+            L = length[start]
+            stop = start + 1
+            while stop < len(mine) and length[stop] * (stop + 1 - start) <= chunk:
+                stop += 1
+            n, L = stop - start, length[stop - 1]
+            t = np.arange(L)[None, :] / sample_rate                          # (1, L)
+            freq = 440.0 * 2.0 ** ((mine[start:stop, 3:4] - 69) / 12)         # (n, 1) Hz
+            gain = envelope(t, held[start:stop, None], tb["attack"], tb["decay"], tb["sustain"],
+                            tb["release"])                                     # (n, L)
+            tone = np.zeros((n, L))
+            for k, a in enumerate(tb["harmonics"], start=1):
+                if a:
+                    tone += a * np.sin(2 * np.pi * k * freq * t) * (k * freq < sample_rate / 2)
+            first = (mine[start:stop, 0] * step * sample_rate).astype(int)    # (n,) onset sample
+            idx = first[:, None] + np.arange(L)[None, :]                       # (n, L)
+            out += np.bincount(idx.ravel(), weights=(gain * tone).ravel(), minlength=len(out))[:len(out)]
+            start = stop
+    if max_seconds is not None:
+        out = out[: int(max_seconds * sample_rate)]
+    peak = np.abs(out).max() if len(out) else 0.0
+    return (out * (0.9 / peak) if peak > 0 else out).astype(np.float32)
+
+
+def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono float audio in [-1, 1] as a 16-bit WAV file (standard library `wave`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wavefile.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+    return path
