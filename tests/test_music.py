@@ -192,3 +192,16 @@ def test_write_midi_reads_back(tmp_path):
     path = music.write_midi(notes, tmp_path / "a.mid")
     back = converter.parse(str(path))
     assert len(back.flatten().notes) > 0
+
+
+def test_piano_roll_draws_one_bar_per_note_in_its_instruments_colour():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgba
+    from webmm_lab.plots import INSTRUMENT_COLOURS, piano_roll
+    notes = np.array([[0, 4, 0, 72], [4, 4, 0, 72], [0, 8, 3, 48]])
+    ax = piano_roll(notes, music.INSTRUMENTS, title="t")
+    bars = {tuple(c.get_facecolor()[0]): len(c.get_paths()) for c in ax.collections}
+    assert bars == {to_rgba(INSTRUMENT_COLOURS[0]): 2, to_rgba(INSTRUMENT_COLOURS[3]): 1}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["soprano", "bass"]
+    assert ax.get_xlim() == (0, 2.0)
