@@ -50,11 +50,6 @@ class Piece:
     def instruments(self) -> list[str]:
         return [INSTRUMENTS[i] for i in sorted(set(self.notes[:, 2].tolist()))]
 
-    @property
-    def steps(self) -> int:
-        """Length in grid steps (to the end of the last note)."""
-        return int((self.notes[:, 0] + self.notes[:, 1]).max()) if len(self.notes) else 0
-
 
 @dataclass
 class MusicSet:

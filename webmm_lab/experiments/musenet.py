@@ -59,6 +59,7 @@ class MusicTokenizer:
         self.note0 = self.flag0 + 2 * len(self.instruments)
         self.dur0 = self.note0 + len(self.instruments) * self.n_pitch     # id of dur:1
         self.wait0 = self.dur0 + max_dur                                  # id of wait:1
+        self.prefix_len = 2 + len(self.instruments)                       # style, flags, <start>
 
     @property
     def vocab_size(self) -> int:
@@ -88,6 +89,9 @@ class MusicTokenizer:
 
     def is_note(self, ids: torch.Tensor | np.ndarray):
         return (ids >= self.note0) & (ids < self.dur0)
+
+    def is_dur(self, ids: torch.Tensor | np.ndarray):
+        return (ids >= self.dur0) & (ids < self.wait0)
 
     def encode(self, notes: np.ndarray) -> np.ndarray:
         """Notes (n, 4) of (onset, duration, instrument, pitch), any order -> event token ids:
@@ -128,7 +132,7 @@ class MusicTokenizer:
         time = np.cumsum(step) - step                                     # (T,) time at each token
         at = np.flatnonzero(self.is_note(ids))                           # (n,) note positions
         nxt = np.append(ids, -1)[at + 1]
-        has_dur = (nxt >= self.dur0) & (nxt < self.wait0)
+        has_dur = self.is_dur(nxt)
         wait_pos = np.flatnonzero(is_wait)
         closing = np.ones(len(at), dtype=np.int64)                       # 1 step if no wait follows
         if len(wait_pos):
@@ -216,7 +220,7 @@ class MuseData:
         next tokens, the prefix and anything after <end> ignored (-1). Vectorised per batch."""
         batch = batch or self.setup.batch
         seed = self.setup.seed if seed is None else seed
-        P = len(self.tok.prefix(STYLES[0], []))
+        P = self.tok.prefix_len
         W = self.setup.block + 1 - P                                      # event tokens per row, +1 target
         seqs = [self.sequence(p) for p in self.train_set.pieces]
         L = max(len(s) for s in seqs) - P + W
@@ -227,7 +231,7 @@ class MuseData:
             valid[i, : len(s) - P] = True
         prefixes = torch.tensor(np.stack([s[:P] for s in seqs]))               # (N, P)
         shifts = torch.tensor([self.shifts(p) for p in self.train_set.pieces]) # (N, 2)
-        is_dur = (events >= self.tok.dur0) & (events < self.tok.wait0)
+        is_dur = self.tok.is_dur(events)
         starts = (valid & ~is_dur & (events != self.tok.end)).nonzero()      # (S, 2) piece, position
         offsets = torch.arange(W)
 
@@ -250,7 +254,7 @@ class MuseData:
         """Every piece cut into windows, each with the piece's prefix (with `style` instead of the
         piece's own, if given), overlapping by a token or two so that every event token and
         <end> is a target exactly once: inputs and targets (M, block), -1 = ignored."""
-        P = len(self.tok.prefix(STYLES[0], []))
+        P = self.tok.prefix_len
         W = self.setup.block + 1 - P
         xs, ys = [], []
         for p in pieces:
@@ -265,7 +269,7 @@ class MuseData:
                 xs.append(np.concatenate([pre, chunk, pad])[:-1])
                 ys.append(np.concatenate([np.full(P, -1), target, pad])[1:])
                 done = a + len(chunk)
-                a = done - 1 if self.tok.dur0 > ev[done - 1] or ev[done - 1] >= self.tok.wait0 else done - 2
+                a = done - 2 if self.tok.is_dur(ev[done - 1]) else done - 1    # never start on a duration
         x = torch.tensor(np.stack(xs))
         return torch.where(x < 0, self.tok.end, x), torch.tensor(np.stack(ys))
 
@@ -305,7 +309,7 @@ class MuseData:
 
     def streams(self, pieces: list[Piece]) -> torch.Tensor:
         """Pieces as one stream [<start>, events, <end>, <start>, ...] (for n-gram baselines)."""
-        P = len(self.tok.prefix(STYLES[0], []))
+        P = self.tok.prefix_len
         return torch.tensor(np.concatenate([self.sequence(p)[P - 1:] for p in pieces]))
 
     def bigram_loss(self) -> float:
