@@ -215,7 +215,7 @@ class GPT(nn.Module):
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
                  use_cache: bool = True, truncate: bool = False, suppress: list[int] | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens` sampled tokens: (B, T + new).
 
         temperature=0 is greedy. With `stop_token`, stops once every row has produced it.
@@ -223,9 +223,16 @@ class GPT(nn.Module):
         A prompt longer than the context is an error unless `truncate=True` (keep its end).
         With the KV cache, prompt + new tokens must fit in the context; without it, the model
         slides over the last block_size tokens.
+        extra: (B, T + max_new_tokens - 1, n_embd), the `extra` embedding of every position that
+        will be fed in (a Jukebox upsampler's view of the level above); not with truncate.
         """
         if idx.dim() != 2:
             raise ValueError(f"prompt must be (B, T) token ids, got shape {tuple(idx.shape)}")
+        if extra is not None and (extra.dim() != 3 or extra.shape[0] != idx.shape[0]
+                                  or extra.shape[1] < idx.shape[1] + max_new_tokens - 1 or truncate):
+            raise ValueError(f"extra must be (B={idx.shape[0]}, >= {idx.shape[1] + max_new_tokens - 1}, "
+                             f"n_embd) for a prompt of {idx.shape[1]} and {max_new_tokens} new tokens "
+                             f"(and not with truncate), got {tuple(extra.shape)}")
         bs = self.cfg.block_size
         if idx.shape[1] > bs:
             if not truncate:
@@ -241,19 +248,21 @@ class GPT(nn.Module):
         cache = self.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens) if use_cache else None
         try:
             return self._decode(idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token,
-                                suppress, generator)
+                                suppress, generator, extra)
         finally:
             self.train(was_training)
 
     def _decode(self, idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token, suppress,
-                generator):
+                generator, extra=None):
         bs = self.cfg.block_size
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         step_input = idx
         for _ in range(max_new_tokens):
             if cache is None:
                 step_input = idx[:, -bs:]                                   # slide the window
-            logits = self(step_input, cache=cache)[0][:, -1]                # (B, vocab)
+            now = idx.shape[1]
+            ex = None if extra is None else extra[:, now - step_input.shape[1]: now]
+            logits = self(step_input, cache=cache, extra=ex)[0][:, -1]      # (B, vocab)
             if suppress:
                 logits[:, suppress] = float("-inf")
             nxt = sample_next(logits, temperature, top_k, top_p, generator)   # (B, 1)

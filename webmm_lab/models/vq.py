@@ -1,0 +1,146 @@
+"""The vector-quantisation bottleneck of VQ-VAE (van den Oord et al. 2017) as Jukebox uses it:
+nearest code, straight-through gradient, commitment loss, codebook kept by exponential moving
+averages (no gradient), started from k-means on the first batch, and dead codes restarted.
+
+    vq = VectorQuantizer(codebook_size=128, dim=64)
+    out = vq(z)              # z (B, D, T) or (B, D, H, W): channels first, any grid
+    out.quantized            # same shape as z; its gradient flows straight through to z
+    out.codes                # (B, T) or (B, H, W) long: the discrete tokens
+    out.commit_loss          # ||z - sg(code)||^2: keeps the encoder near its codes
+    vq.decode(out.codes)     # back to (B, D, ...) vectors
+
+The pieces are plain functions too (lab 05 asks for them): `straight_through`, `ema_update`,
+`restart_dead_codes`; the nearest code is `webmm_lab.kmeans.nearest`. Notebook 05 quantises
+1-D audio latents with it, notebook 06 2-D image latents.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..kmeans import kmeans, nearest
+
+
+@dataclass
+class VQOutput:
+    quantized: torch.Tensor       # (B, D, *grid): z + sg(code - z), the codes' vectors going forward
+    codes: torch.Tensor           # (B, *grid) long
+    commit_loss: torch.Tensor     # scalar: mean squared distance from z to its (frozen) code
+    perplexity: torch.Tensor      # scalar: exp(entropy of this batch's code use); K if all used evenly
+    used: torch.Tensor            # scalar: fraction of the codebook used by this batch
+
+
+def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Forward: the code vectors q; backward: the gradient passes to z unchanged (q gets none)."""
+    return z + (q - z).detach()
+
+
+def ema_update(count: torch.Tensor, total: torch.Tensor, flat: torch.Tensor, codes: torch.Tensor,
+               decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One moving-average step of the codebook's statistics: count (K,) of vectors per code and
+    total (K, D), their sum, from this batch's vectors flat (N, D) assigned to codes (N,):
+    count <- decay * count + (1 - decay) * n_k,   total <- decay * total + (1 - decay) * sum_k.
+    The codes are then total / count: each the running mean of the vectors it wins."""
+    K = count.shape[0]
+    n = torch.bincount(codes, minlength=K).to(count.dtype)                     # (K,)
+    s = torch.zeros_like(total).index_add_(0, codes, flat.to(total.dtype))     # (K, D)
+    return decay * count + (1 - decay) * n, decay * total + (1 - decay) * s
+
+
+def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch.Tensor,
+                       flat: torch.Tensor, threshold: float,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Codes whose moving count fell below `threshold` are moved onto random vectors of this
+    batch flat (N, D), with count = threshold and total = threshold * vector (a fresh code
+    with the weight of a barely living one). Returns (codebook, count, total, how many)."""
+    dead = count < threshold                                                   # (K,)
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return codebook, count, total, 0
+    pick = torch.randint(len(flat), (n_dead,), generator=generator, device=flat.device)
+    fresh = flat[pick].to(codebook.dtype)                                      # (n_dead, D)
+    codebook, count, total = codebook.clone(), count.clone(), total.clone()
+    codebook[dead] = fresh
+    count[dead] = threshold
+    total[dead] = threshold * fresh
+    return codebook, count, total, n_dead
+
+
+class VectorQuantizer(nn.Module):
+    """K codes of dimension D, learned by EMA; see the module docstring.
+
+    beta: weight of the commitment loss (the paper: 0.25; Jukebox 0.02).
+    decay: the EMA's memory (0.99: about the last 100 batches).
+    restart_threshold: restart a code whose moving count falls below this (Jukebox: 1.0);
+        0 turns restarts off (the ablation: codes that stop winning stay dead).
+    """
+
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, decay: float = 0.99,
+                 restart_threshold: float = 1.0, init_kmeans_iters: int = 10):
+        super().__init__()
+        self.codebook_size, self.dim, self.beta, self.decay = codebook_size, dim, beta, decay
+        self.restart_threshold, self.init_kmeans_iters = restart_threshold, init_kmeans_iters
+        self.register_buffer("codebook", torch.randn(codebook_size, dim))     # (K, D)
+        self.register_buffer("count", torch.ones(codebook_size))               # (K,)
+        self.register_buffer("total", self.codebook.clone())                   # (K, D)
+        self.register_buffer("initialised", torch.tensor(False))
+        self.register_buffer("restarts", torch.tensor(0))                      # restarts so far
+
+    def _flatten(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() < 3 or z.shape[1] != self.dim:
+            raise ValueError(f"expected (B, {self.dim}, ...) channels-first latents, got {tuple(z.shape)}")
+        return z.movedim(1, -1).reshape(-1, self.dim)                          # (N, D)
+
+    @torch.no_grad()
+    def init_from(self, flat: torch.Tensor) -> None:
+        """Start the codebook at k-means centres of `flat` (N >= K vectors)."""
+        if len(flat) < self.codebook_size:
+            raise ValueError(f"k-means start needs at least {self.codebook_size} vectors, got "
+                             f"{len(flat)}: use a larger first batch or a smaller codebook")
+        centres = kmeans(flat.float(), self.codebook_size, iters=self.init_kmeans_iters).centres
+        self.codebook.copy_(centres)
+        self.count.fill_(1.0)
+        self.total.copy_(centres)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (B, *grid) of latents z (B, D, *grid)."""
+        return nearest(self._flatten(z).float(), self.codebook)[0].view(z.shape[0], *z.shape[2:])
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, D, *grid) of codes (B, *grid)."""
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(f"codes must be in [0, {self.codebook_size}), got "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return self.codebook[codes].movedim(-1, 1)
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        flat = self._flatten(z)                                                # (N, D)
+        if self.training and not bool(self.initialised):
+            self.init_from(flat.detach())
+        codes, _ = nearest(flat.detach().float(), self.codebook)               # (N,)
+        q = self.codebook[codes].to(flat.dtype)                                # (N, D)
+        commit = self.beta * (flat - q.detach()).pow(2).mean()
+        if self.training:
+            self._update(flat.detach().float(), codes)
+        n = torch.bincount(codes, minlength=self.codebook_size).float()
+        p = n / n.sum()
+        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
+        quantized = straight_through(flat, q).view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
+        return VQOutput(quantized, codes.view(z.shape[0], *z.shape[2:]), commit, perplexity,
+                        (n > 0).float().mean())
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        count, total = ema_update(self.count, self.total, flat, codes, self.decay)
+        codebook = total / count.clamp_min(1e-5)[:, None]   # a dead code's ratio stays put: both decay
+        if self.restart_threshold > 0:
+            codebook, count, total, n = restart_dead_codes(codebook, count, total, flat,
+                                                           self.restart_threshold)
+            self.restarts += n
+        self.codebook.copy_(codebook)
+        self.count.copy_(count)
+        self.total.copy_(total)
