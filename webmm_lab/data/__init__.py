@@ -6,6 +6,7 @@
     hand = load("handwritten")                    # MNIST in the gpu profile, digits otherwise
     photos = load("photos")                       # {name: (3, H, W)}: scikit-image's photographs
     music = load("music", split="train")          # MusicSet: scores from music21's corpus as notes
+    audio = load("audio", split="train")          # AudioSet: those scores rendered, one timbre each
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 from ..profiles import active_profile
 from .download import DownloadError, download, sha256_of
+from .audio import AudioSet, load_audio
 from .music import MusicSet, load_music
 from .images import ImageSet, load_digits, load_mnist, load_photos, per_class_subset
 from .text import TextSet, load_python_docs, load_python_source
@@ -34,6 +36,7 @@ REGISTRY: dict[str, Callable] = {
     "python-source": load_python_source,
     "photos": load_photos,
     "music": load_music,
+    "audio": load_audio,
 }
 
 
@@ -51,4 +54,5 @@ def load(name: str, **kwargs):
 
 __all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
            "load_digits", "load_mnist", "load_photos", "per_class_subset", "load_handwritten",
-           "load_python_docs", "load_python_source", "MusicSet", "load_music"]
+           "load_python_docs", "load_python_source", "MusicSet", "load_music",
+           "AudioSet", "load_audio"]

@@ -9,16 +9,20 @@ Notes are (n, 4) arrays of (onset, duration, instrument, pitch) on a sixteenth-n
 `webmm_lab.data.music` gives them. Each note is a sum of harmonics with an attack/decay/
 release envelope; a timbre is the harmonics' amplitudes and the envelope's times. Notebook 04
 plays its generated music with it; notebook 05 renders its training audio with it, a timbre
-per "artist".
+per "artist" (`load_audio`: every piece in every timbre, cached).
 """
 from __future__ import annotations
 
+import hashlib
 import wave as wavefile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .music import GRID, INSTRUMENTS
+from ..paths import data_dir
+from .music import GRID, INSTRUMENTS, SHIPPED_SHA256, STYLES, load_music
 
 SAMPLE_RATE = 16_000
 # harmonic amplitudes (fundamental first), attack, decay (s, to the sustain level), sustain, release (s)
@@ -115,3 +119,60 @@ def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
         f.setframerate(sample_rate)
         f.writeframes(pcm.tobytes())
     return path
+
+
+# ------------------------------------------------------------------ a rendered data set (notebook 05)
+
+@dataclass
+class AudioSet:
+    """Rendered clips: waves (n, samples) float32, each a piece's opening in one timbre, with
+    its style ("genre") and timbre ("artist") as indices into `styles` and `timbres`."""
+    waves: np.ndarray
+    style: np.ndarray             # (n,) int
+    timbre: np.ndarray            # (n,) int
+    names: list[str]              # (n,) the piece of each clip
+    styles: tuple[str, ...]
+    timbres: tuple[str, ...]
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+
+def load_audio(split: str = "train", styles: tuple[str, ...] = STYLES,
+               timbres: tuple[str, ...] = ("piano", "organ", "strings"), per_style: int = 24,
+               seconds: float = 6.0, tempo: float = 90, sample_rate: int = SAMPLE_RATE,
+               progress: bool = True) -> AudioSet:
+    """The first `per_style` pieces of each style in `split` (`load_music`'s), each rendered in
+    every timbre to exactly `seconds` of audio (shorter pieces padded with silence). Rendered
+    once and cached as 16-bit audio under the data folder (an unreadable cache is re-rendered)."""
+    for t in timbres:
+        if t not in TIMBRES:
+            raise ValueError(f"unknown timbre {t!r}; choose from {', '.join(TIMBRES)}")
+    key = hashlib.sha256(repr((split, styles, timbres, per_style, seconds, tempo, sample_rate,
+                               SHIPPED_SHA256)).encode()).hexdigest()[:16]
+    cache = data_dir() / "audio" / f"{split}-{key}.npz"
+    length = int(seconds * sample_rate)
+    if cache.is_file():
+        try:
+            with np.load(cache) as f:
+                return AudioSet(f["pcm"].astype(np.float32) / 32767, f["style"], f["timbre"],
+                                f["names"].tolist(), tuple(styles), tuple(timbres), sample_rate)
+        except Exception as e:
+            print(f"the audio cache {cache} is unreadable ({type(e).__name__}); rendering again")
+    music = load_music(split, styles)
+    pieces = [p for s in styles for p in [q for q in music.pieces if q.style == s][:per_style]]
+    jobs = [(p, t) for p in pieces for t in timbres]
+    pcm = np.zeros((len(jobs), length), np.int16)
+    for i, (piece, timbre) in enumerate(tqdm(jobs, desc=f"rendering {split} audio", disable=not progress)):
+        wave = render(piece.notes, tempo, sample_rate, timbre, max_seconds=seconds)[:length]
+        pcm[i, :len(wave)] = np.round(wave * 32767).astype(np.int16)
+    style = np.array([styles.index(p.style) for p, _ in jobs])
+    timbre = np.array([timbres.index(t) for _, t in jobs])
+    names = [p.name for p, _ in jobs]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, pcm=pcm, style=style, timbre=timbre, names=np.array(names))
+    tmp.replace(cache)
+    return AudioSet(pcm.astype(np.float32) / 32767, style, timbre, names, tuple(styles),
+                    tuple(timbres), sample_rate)
