@@ -354,3 +354,50 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
         raise NotImplementedError("Your turn")
     assert "not implemented" in check_encode(stub, seed=0, verbose=False).message
     assert "not implemented" in check_round_trip(stub, stub, pieces, verbose=False).message
+
+
+def test_lab05_checks_accept_the_reference_and_catch_mistakes():
+    from webmm_lab.checks.lab05 import check_ema_update, check_nearest_code, check_restart, check_straight_through
+    from webmm_lab.kmeans import nearest
+    from webmm_lab.models.vq import ema_update, restart_dead_codes, straight_through
+
+    assert check_nearest_code(lambda x, c: nearest(x, c)[0], seed=0, verbose=False)
+    assert check_nearest_code(lambda x, c: torch.cdist(x, c).argmin(1), seed=0, verbose=False)
+    assert not check_nearest_code(lambda x, c: (x @ c.T).argmax(1), seed=0, verbose=False)   # similarity, not distance
+    assert not check_nearest_code(lambda x, c: torch.cdist(x, c).argmin(1).int(), seed=0, verbose=False)
+
+    assert check_straight_through(straight_through, verbose=False)
+    assert not check_straight_through(lambda z, q: q, verbose=False)                    # no gradient to z
+    assert not check_straight_through(lambda z, q: z + (q - z), verbose=False)          # z's gradient cancels
+    leaky = check_straight_through(lambda z, q: q + z - z.detach(), verbose=False)      # the codebook learns too
+    assert not leaky and "codebook" in leaky.message
+
+    assert check_ema_update(ema_update, seed=0, verbose=False)
+    no_decay_of_losers = lambda c, t, x, k, d: tuple(
+        torch.where(torch.bincount(k, minlength=len(c)) > 0, a, b) for a, b in zip(ema_update(c, t, x, k, d), (c, t)))
+    assert not check_ema_update(no_decay_of_losers, seed=0, verbose=False)
+    swapped = lambda c, t, x, k, d: ema_update(c, t, x, k, 1 - d)
+    assert not check_ema_update(swapped, seed=0, verbose=False)
+
+    assert check_restart(lambda *a: restart_dead_codes(*a), verbose=False)
+
+    def to_noise(codebook, count, total, flat, threshold):          # restarted somewhere, not on the data
+        dead = count < threshold
+        codebook, count, total = codebook.clone(), count.clone(), total.clone()
+        codebook[dead] = torch.randn(int(dead.sum()), codebook.shape[1])
+        count[dead], total[dead] = threshold, threshold * codebook[dead]
+        return codebook, count, total, int(dead.sum())
+    assert not check_restart(to_noise, verbose=False)
+
+    def keeps_count(codebook, count, total, flat, threshold):       # revived, but with no weight
+        new, c, t, n = restart_dead_codes(codebook, count, total, flat, threshold)
+        dead = count < threshold
+        return new, torch.where(dead, count, c), t, n
+    assert not check_restart(keeps_count, verbose=False)
+
+    def stub(*a):
+        raise NotImplementedError("Your turn")
+    for check in (check_nearest_code, check_ema_update):
+        assert "not implemented" in check(stub, seed=0, verbose=False).message
+    assert "not implemented" in check_straight_through(stub, verbose=False).message
+    assert "not implemented" in check_restart(stub, verbose=False).message

@@ -1,11 +1,13 @@
-"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`
-and `python -m webmm_lab.bench clip [--batches 16 128]`.
+"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`,
+`python -m webmm_lab.bench clip [--batches 16 128]` and `python -m webmm_lab.bench vqvae [--widths 16 32]`.
 
 gpt:  for each preset, training throughput (tokens/s), the FLOP/s it achieves (6·N per token
       for the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's
       measured matmul rate, and the KV cache's speed-up when generating 256 tokens greedily.
 clip: milliseconds per training step of notebook 07's CLIP (cpu sizes) for each batch size,
       split into making the batch, the image tower, the text tower, and the rest.
+vqvae: milliseconds per training step of notebook 05's three-level VQ-VAE for each width, the
+      share spent in the spectral loss, and how many seconds of audio per second it encodes.
 """
 from __future__ import annotations
 
@@ -122,14 +124,50 @@ def bench_clip(batch: int, device: torch.device, repeat: int = 15) -> dict[str, 
     return r
 
 
+def bench_vqvae(width: int, device: torch.device, batch: int = 16, crop: int = 4096,
+                repeat: int = 5) -> dict[str, float]:
+    """ms per training step (median) of notebook 05's VQ-VAE at `width`, the spectral loss's
+    ms within it, and audio seconds encoded (all three levels) per second."""
+    from .experiments.jukebox import JukeboxSetup, build_vqvae
+    from .models.vqvae import spectral_loss
+    setup = JukeboxSetup(width=width)
+    model = build_vqvae(setup).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    x = torch.randn(batch, 1, crop, device=device) * 0.3
+
+    def step():
+        with autocast(device):
+            loss = model(x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    y = x.clone().requires_grad_(True)
+    spec = _median_ms(lambda: [spectral_loss(y, x).backward() for _ in model.hops], repeat, device)
+    step_ms = _median_ms(step, repeat, device)
+    long = torch.randn(4, 1, 65536, device=device)
+    enc_ms = _median_ms(lambda: model.encode(long), repeat, device)
+    return {"step": step_ms, "spectral": spec, "audio s/s": 4 * 65536 / setup.sample_rate / (enc_ms / 1000)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webmm_lab.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["gpt", "clip"])
+    parser.add_argument("what", choices=["gpt", "clip", "vqvae"])
     parser.add_argument("--device", default=None)
     parser.add_argument("--presets", nargs="+", default=["nano", "micro", "mini"])
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 128])
+    parser.add_argument("--widths", nargs="+", type=int, default=[16, 32])
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    if args.what == "vqvae":
+        print(f"device {device}, {torch.get_num_threads()} threads; notebook 05's three VQ-VAEs, "
+              "batch 16 x 4096 samples (ms per training step, median)")
+        print(f"{'width':>6} {'step':>8} {'spectral loss':>14} {'encode (audio s/s)':>19}")
+        for w in args.widths:
+            r = bench_vqvae(w, device)
+            print(f"{w:>6} {r['step']:>8.0f} {r['spectral']:>14.0f} {r['audio s/s']:>19.0f}")
+        return
     if args.what == "clip":
         print(f"device {device}, {torch.get_num_threads()} threads; CLIP at notebook 07's cpu sizes "
               "(ms per training step, median; forward + backward for each tower)")

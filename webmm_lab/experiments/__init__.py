@@ -2,8 +2,11 @@
 and its `webmm-lab train NAME` entry (`main`). Experiments use models/, data/ and the core;
 nothing below them imports an experiment.
 
-    gpt.py    notebook 02: a character-level GPT on Python's documentation, few-shot evaluation
-    clip.py   notebook 07: CLIP on the synthetic world, zero-shot evaluation
+    gpt.py      notebook 02: a character-level GPT on Python's documentation, few-shot evaluation
+    igpt.py     notebook 03: Image GPT on a palette of colours, completions, linear probes
+    musenet.py  notebook 04: scores as tokens, composing in a style, a judge of style
+    jukebox.py  notebook 05: rendered audio, three VQ-VAEs, a conditioned prior and upsamplers
+    clip.py     notebook 07: CLIP on the synthetic world, zero-shot evaluation
 """
 from __future__ import annotations
 
