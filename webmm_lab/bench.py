@@ -7,7 +7,8 @@ gpt:  for each preset, training throughput (tokens/s), the FLOP/s it achieves (6
 clip: milliseconds per training step of notebook 07's CLIP (cpu sizes) for each batch size,
       split into making the batch, the image tower, the text tower, and the rest.
 vqvae: milliseconds per training step of notebook 05's three-level VQ-VAE for each width, the
-      share spent in the spectral loss, and how many seconds of audio per second it encodes.
+      milliseconds its spectral losses (forward and backward) take, and how many seconds of
+      audio per second it encodes.
 """
 from __future__ import annotations
 

@@ -140,8 +140,8 @@ class AudioSet:
 
 
 def load_audio(split: str = "train", styles: tuple[str, ...] = STYLES,
-               timbres: tuple[str, ...] = ("piano", "organ", "strings"), per_style: int = 24,
-               seconds: float = 6.0, tempo: float = 90, sample_rate: int = SAMPLE_RATE,
+               timbres: tuple[str, ...] = ("piano", "organ", "strings"), per_style: int = 16,
+               seconds: float = 4.0, tempo: float = 90, sample_rate: int = SAMPLE_RATE,
                progress: bool = True) -> AudioSet:
     """The first `per_style` pieces of each style in `split` (`load_music`'s), each rendered in
     every timbre to exactly `seconds` of audio (shorter pieces padded with silence). Rendered
@@ -162,6 +162,9 @@ def load_audio(split: str = "train", styles: tuple[str, ...] = STYLES,
             print(f"the audio cache {cache} is unreadable ({type(e).__name__}); rendering again")
     music = load_music(split, styles)
     pieces = [p for s in styles for p in [q for q in music.pieces if q.style == s][:per_style]]
+    if len(pieces) < per_style * len(styles):
+        print(f"note: the {split} split has fewer than {per_style} pieces of some style; "
+              f"rendering the {len(pieces)} there are")
     jobs = [(p, t) for p in pieces for t in timbres]
     pcm = np.zeros((len(jobs), length), np.int16)
     for i, (piece, timbre) in enumerate(tqdm(jobs, desc=f"rendering {split} audio", disable=not progress)):
