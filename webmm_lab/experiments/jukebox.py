@@ -26,6 +26,7 @@ from ..data.audio import AudioSet, load_audio
 from ..data.music import STYLES
 from ..device import seed_everything
 from ..models.gpt import GPT, GPTConfig
+from ..models.vq import perplexity
 from ..models.vqvae import VQVAE, Upsampler, spectral_convergence
 from ..train import History, step_generator, train
 
@@ -141,10 +142,9 @@ def evaluate_levels(model: VQVAE, clips: torch.Tensor, batch: int = 32) -> dict[
             sc[i].append(spectral_convergence(x.to(device), r).cpu())
             all_codes[i].append(out.codes[i].flatten().cpu())
     for i, q in enumerate(model.quantizers):
-        n = torch.bincount(torch.cat(all_codes[i]), minlength=q.codebook_size).float()
-        p = n / n.sum()
+        n = torch.bincount(torch.cat(all_codes[i]), minlength=q.codebook_size)
         used.append((n > 0).float().mean().item())
-        ppl.append(torch.exp(-(p * p.clamp_min(1e-10).log()).sum()).item())
+        ppl.append(perplexity(n).item())
     return {"sc": np.array([torch.cat(s).mean().item() for s in sc]), "used": np.array(used),
             "perplexity": np.array(ppl)}
 

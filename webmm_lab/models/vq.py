@@ -32,6 +32,12 @@ class VQOutput:
     used: torch.Tensor            # scalar: fraction of the codebook used by this batch
 
 
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of code use from counts (K,): K when every code is used evenly, 1 for one code."""
+    p = counts.float() / counts.sum()
+    return torch.exp(-(p * p.clamp_min(1e-10).log()).sum())
+
+
 def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Forward: the code vectors q; backward: the gradient passes to z unchanged (q gets none)."""
     return z + (q - z).detach()
@@ -127,10 +133,8 @@ class VectorQuantizer(nn.Module):
         if self.training:
             self._update(flat.detach().float(), codes)
         n = torch.bincount(codes, minlength=self.codebook_size).float()
-        p = n / n.sum()
-        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
         quantized = straight_through(flat, q).view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
-        return VQOutput(quantized, codes.view(z.shape[0], *z.shape[2:]), commit, perplexity,
+        return VQOutput(quantized, codes.view(z.shape[0], *z.shape[2:]), commit, perplexity(n),
                         (n > 0).float().mean())
 
     @torch.no_grad()
