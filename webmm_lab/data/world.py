@@ -9,6 +9,10 @@ from this generated world instead. Every scene is a group of 1-3 identical objec
 
 Attributes: shape (six shapes, or a glyph: a digit or capital letter drawn from a font that
 matplotlib ships), colour, size, count, position, style (filled or outline) and font.
+Two more layouts serve DALL·E (notebook 06): a "sign" with a short word (two glyphs side by
+side: `Scene("OK", "white", layout="word")`, "a white sign that says OK") and two panels, a
+filled shape on the top and a shape (`bottom`, default the same) in `style` on the bottom
+(`Scene("circle", "red", layout="panels", style="outline")`).
 `held_out` pairs (object, colour) never appear in a training split, for zero-shot tests; shift
 variants for robustness: `style="outline"` everywhere ("sketches"), held-out fonts, and noisy
 backgrounds (`render(..., background="noise")`). Deterministic for a seed.
@@ -33,6 +37,8 @@ HELD_OUT_FONTS = {"italic serif": "DejaVuSerif-Italic.ttf", "stix": "STIXGeneral
 SIZES = {"small": 0.16, "large": 0.27}          # object radius as a fraction of the image width
 POSITIONS = ["left", "right", "top", "bottom", "middle"]
 NUMBERS = {1: "one", 2: "two", 3: "three"}
+LAYOUTS = ("objects", "word", "panels")
+SIGN_LETTERS = "ACEHKLNTX"       # the glyphs of signs: distinct at 32x32 in the sans font
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,17 @@ class Scene:
     style: str = "filled"    # or "outline"
     font: str = "sans"       # glyphs only
     layout_seed: int = 0     # where exactly the copies go
+    layout: str = "objects"  # or "word" (obj: the glyphs of a sign) or "panels"
+    bottom: str = ""         # panels: the bottom panel's shape ("" = the same as the top's)
 
     @property
     def is_glyph(self) -> bool:
         return self.obj in GLYPHS
+
+    @property
+    def bottom_shape(self) -> str:
+        """The bottom panel's shape (panels only)."""
+        return self.bottom or self.obj
 
 
 def sample_scenes(n: int, seed: int = 0, objects: list[str] | None = None,
@@ -75,6 +88,33 @@ def sample_scenes(n: int, seed: int = 0, objects: list[str] | None = None,
                             count=count, position="middle" if count > 1 else str(rng.choice(POSITIONS)),
                             style=str(rng.choice(styles)), font=str(rng.choice(fonts)),
                             layout_seed=int(rng.integers(2**31))))
+    return scenes
+
+
+def sample_signs(n: int, seed: int = 0, colours: list[str] | None = None, length: int = 2,
+                 letters: str = SIGN_LETTERS) -> list[Scene]:
+    """`n` signs: a word of `length` random `letters` in one colour, in the sans font."""
+    colours = colours or list(COLOURS)
+    rng = np.random.default_rng(seed)
+    return [Scene("".join(rng.choice(list(letters), length)), str(rng.choice(colours)), layout="word",
+                  layout_seed=int(rng.integers(2**31))) for _ in range(n)]
+
+
+def sample_panels(n: int, seed: int = 0, colours: list[str] | None = None, same: bool = True,
+                  held_out: set[tuple[str, str]] = frozenset()) -> list[Scene]:
+    """`n` two-panel scenes: a filled shape on the top and, on the bottom, the same shape as an
+    outline drawing (same=True, what DALL·E's captions describe) or a random shape in a random
+    style (same=False: what a judge must learn to tell apart). Pairs in `held_out` are skipped."""
+    colours = colours or list(COLOURS)
+    pairs = [(o, c) for o in SHAPES for c in colours if (o, c) not in held_out]
+    rng = np.random.default_rng(seed)
+    scenes = []
+    for _ in range(n):
+        obj, colour = pairs[rng.integers(len(pairs))]
+        bottom = obj if same else str(rng.choice(SHAPES))
+        style = "outline" if same else str(rng.choice(["filled", "outline"]))
+        scenes.append(Scene(obj, colour, size="small", style=style, layout="panels",
+                            bottom="" if bottom == obj else bottom, layout_seed=int(rng.integers(2**31))))
     return scenes
 
 
@@ -163,6 +203,28 @@ def _centres(scene: Scene, res: int, r: int) -> list[tuple[int, int]]:
     raise ValueError(f"cannot place {scene.count} {scene.size} objects apart at {res}x{res}")
 
 
+def _pieces(s: Scene, res: int) -> list[tuple[np.ndarray, tuple[int, int], int]]:
+    """(mask, centre, radius) of every object a scene draws."""
+    jitter = np.random.default_rng(s.layout_seed).integers(-1, 2, size=2)
+    if s.layout == "objects":
+        r = max(2, round(SIZES[s.size] * res))
+        return [(_mask(s.obj, r, s.style, s.font), c, r) for c in _centres(s, res, r)]
+    if s.layout == "word":
+        if not s.obj or any(ch not in GLYPHS for ch in s.obj):
+            raise ValueError(f"a sign's word must be glyphs from {''.join(GLYPHS)}, got {s.obj!r}")
+        r = min(round(0.2 * res), (res - 2) // (2 * len(s.obj)))       # glyphs side by side
+        left = res // 2 - len(s.obj) * (r + 1) + r + 1 + int(jitter[0])
+        y = res // 2 + int(jitter[1])
+        return [(_mask(ch, r, "filled", "sans"), (left + k * (2 * r + 2), y), r)
+                for k, ch in enumerate(s.obj)]
+    if s.layout == "panels":
+        r = max(2, round(SIZES["small"] * res))
+        x = res // 2 + int(jitter[0])
+        return [(_mask(s.obj, r, "filled", s.font), (x, res // 4), r),
+                (_mask(s.bottom_shape, r, s.style, s.font), (x, 3 * res // 4), r)]
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {s.layout!r}")
+
+
 def render(scenes: list[Scene], resolution: int = 32, background: str = "black",
            seed: int = 0) -> torch.Tensor:
     """Images (N, 3, resolution, resolution) in [0, 1]. background: "black", or "noise" (a
@@ -176,9 +238,7 @@ def render(scenes: list[Scene], resolution: int = 32, background: str = "black",
         out += np.repeat(np.repeat(coarse, 4, 1), 4, 2)[:, :resolution, :resolution]
         out += rng.normal(0, 0.06, out.shape).astype(np.float32)
     for i, s in enumerate(scenes):
-        r = max(2, round(SIZES[s.size] * resolution))
-        mask = _mask(s.obj, r, s.style, s.font)
-        for x, y in _centres(s, resolution, r):
+        for mask, (x, y), r in _pieces(s, resolution):
             out[i, y - r:y + r + 1, x - r:x + r + 1][mask] = COLOURS[s.colour]
     return torch.from_numpy(out.clip(0, 1)).permute(0, 3, 1, 2).contiguous()
 
@@ -210,6 +270,8 @@ def caption(scene: Scene, rng: np.random.Generator | None = None, template: str 
     colour and count; some also the size or the position; outline scenes are "outline drawings";
     glyphs name their font ("two red letters K in bold serif")."""
     rng = rng or np.random.default_rng(0)
+    if scene.layout != "objects":
+        return _layout_caption(scene, rng, template)
     if template is None:
         options = [t for t in TEMPLATES if not (scene.is_glyph and "{where}" in t)]
         template = options[rng.integers(len(options))]
@@ -225,6 +287,24 @@ def caption(scene: Scene, rng: np.random.Generator | None = None, template: str 
     if scene.is_glyph:
         text += f" in {scene.font}"
     return text
+
+
+SIGN_TEMPLATES = ["{a_colour} sign that says {word}", "the word {word} in {colour}",
+                  "{colour} letters spelling {word}"]
+PANEL_TEMPLATES = ["the exact same shape on the top and as an outline drawing on the bottom",
+                   "a {colour} {object} on the top and the same {object} as an outline drawing on the bottom"]
+
+
+def _layout_caption(scene: Scene, rng: np.random.Generator, template: str | None) -> str:
+    if scene.layout == "word":
+        template = template or SIGN_TEMPLATES[rng.integers(len(SIGN_TEMPLATES))]
+        return template.format(colour=scene.colour, a_colour=_a(scene.colour), word=scene.obj)
+    if scene.layout != "panels":
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {scene.layout!r}")
+    if scene.bottom_shape != scene.obj or scene.style != "outline":
+        raise ValueError("only panels with the same shape as an outline on the bottom have captions")
+    template = template or PANEL_TEMPLATES[rng.integers(len(PANEL_TEMPLATES))]
+    return template.format(colour=scene.colour, object=scene.obj)
 
 
 def gallery(scenes: list[Scene], resolution: int = 64, seed: int = 0, ncols: int = 6,

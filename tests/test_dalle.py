@@ -1,0 +1,236 @@
+"""Notebook 06's pieces: the world's signs and panels, the image tokenizers (gumbel-softmax,
+KL to uniform, dVAE and VQ), DALL·E's transformer (padding, modality masking, attention
+masks, sampling), the judge and the caption check."""
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from webmm_lab.data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, render,
+                                  sample_panels, sample_signs)
+from webmm_lab.experiments.clip import held_out_pairs
+from webmm_lab.experiments.dalle import (HEADS, DalleSetup, agreement, build_dalle, build_judge,
+                                         build_tokenizer, build_world, choose_tokenizer, describe,
+                                         draw, judge_labels, prompt_scenes, rerank_gain, text_batch,
+                                         tokenizer_report, training_scenes, unigram_loss,
+                                         unknown_words, validation_set)
+from webmm_lab.models.dalle import DALLE, attention_mask
+from webmm_lab.models.dvae import DiscreteVAE, VQTokenizer, gumbel_softmax, kl_to_uniform
+
+TINY = DalleSetup(objects=300, signs=60, panels=60, codebook=16, tok_width=8, tok_dim=8, tok_steps=2,
+                  layers=1, heads=2, width=32, steps=2, clip_steps=2, judge_scenes=100, judge_steps=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(TINY)
+
+
+# ------------------------------------------------------------------ the world's new layouts
+
+def test_signs_and_panels_draw_what_their_captions_say():
+    from scipy.ndimage import label
+    rng = np.random.default_rng(0)
+    signs = sample_signs(40, seed=3)
+    for s, img in zip(signs, render(signs, 32)):
+        text = caption(s, rng)
+        assert s.obj in text and s.colour in text and set(s.obj) <= set(SIGN_LETTERS)
+        lit = img.sum(0) > 0
+        assert torch.allclose(img[:, lit].T.unique(dim=0), torch.tensor([COLOURS[s.colour]]))
+        left, right = lit[:, :16].sum(), lit[:, 16:].sum()          # one glyph on each side
+        assert left > 10 and right > 10
+    panels = sample_panels(40, seed=4)
+    for s, img in zip(panels, render(panels, 32)):
+        text = caption(s, rng)
+        assert "top" in text and "outline" in text and s.style == "outline" and s.bottom_shape == s.obj
+        lit = img.sum(0) > 0
+        top, bottom = lit[:16], lit[16:]
+        assert label(top.numpy())[1] == 1 and top.sum() > bottom.sum() > 0   # filled above, outline below
+        if s.obj in text.split():
+            assert s.colour in text
+
+
+def test_panels_with_another_bottom_have_no_caption_and_bad_words_are_errors():
+    odd = Scene("circle", "red", layout="panels", bottom="square", style="filled")
+    assert odd.bottom_shape == "square"
+    with pytest.raises(ValueError, match="only panels"):
+        caption(odd)
+    with pytest.raises(ValueError, match="glyphs"):
+        render([Scene("O!", "red", layout="word")], 32)
+    with pytest.raises(ValueError, match="layout"):
+        render([Scene("circle", "red", layout="collage")], 32)
+
+
+def test_held_out_pairs_are_never_in_the_training_captions():
+    held = held_out_pairs(TINY.held_out)
+    scenes = training_scenes(DalleSetup(objects=3000, signs=10, panels=500))
+    assert not {(s.obj, s.colour) for s in scenes if s.layout != "word"} & held
+    rng = np.random.default_rng(0)
+    text = "\n".join(caption(s, rng) for s in scenes)
+    for shape, colour in held:
+        assert not re.search(rf"\b{colour} (small |large )?{shape}", text)
+    assert {(s.obj, s.colour) for s in prompt_scenes(TINY, "held-out", 50)} <= held
+
+
+def test_unknown_words_are_named(world):
+    assert unknown_words(world, "two white squares") == []
+    assert unknown_words(world, "an armchair in the shape of an avocado") == ["armchair", "avocado"]
+    model = build_dalle(TINY, world)
+    tok = build_tokenizer(TINY, "vq")
+    with pytest.raises(ValueError, match="avocado"):
+        draw(model, tok, world, ["a green avocado"], n=1)
+
+
+# ------------------------------------------------------------------ tokenizers
+
+def test_gumbel_softmax_is_a_distribution_that_sharpens_and_samples_the_softmax():
+    logits = torch.tensor([[2.0, 0.0, -1.0]]).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    soft = gumbel_softmax(logits, tau=1.0, dim=1, generator=g)
+    assert torch.allclose(soft.sum(1), torch.ones(20000))
+    hard = gumbel_softmax(logits, tau=0.01, dim=1, generator=g)
+    assert (hard.max(1).values > 0.99).float().mean() > 0.95              # nearly one-hot
+    freq = torch.bincount(hard.argmax(1), minlength=3).float() / 20000
+    assert torch.allclose(freq, logits[0].softmax(0), atol=0.02)           # samples of softmax(logits)
+    with pytest.raises(ValueError):
+        gumbel_softmax(logits, tau=0.0)
+
+
+def test_kl_to_uniform_is_zero_for_uniform_and_log_k_for_one_hot():
+    assert abs(kl_to_uniform(torch.zeros(2, 8, 3, 3)).item()) < 1e-6
+    one_hot = torch.full((2, 8, 3, 3), -1e4)
+    one_hot[:, 2] = 0
+    assert abs(kl_to_uniform(one_hot).item() - math.log(8)) < 1e-4
+
+
+@pytest.mark.parametrize("cls", [DiscreteVAE, VQTokenizer])
+def test_tokenizers_shapes_and_argmax_tokens_decode_to_images(cls):
+    tok = cls(codebook_size=16, width=8, dim=8)
+    x = render(sample_signs(4) + sample_panels(4), 32)
+    out = tok(x, progress=0.5)
+    assert out.recon.shape == x.shape and out.codes.shape == (8, 8, 8) and out.loss.ndim == 0
+    out.loss.backward()
+    tok.eval()
+    codes = tok.encode(x)
+    assert codes.shape == (8, 8, 8) and codes.dtype == torch.long and 0 <= codes.min() and codes.max() < 16
+    img = tok.decode(codes)
+    assert img.shape == (8, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
+    assert torch.allclose(img, tok(x).recon.clamp(0, 1), atol=1e-5)     # eval forward decodes the tokens
+    with pytest.raises(ValueError, match="RGB"):
+        tok.encode(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="codes"):
+        tok.decode(torch.full((1, 8, 8), 16))
+
+
+def test_dvae_schedules_anneal_the_temperature_and_warm_up_the_kl():
+    d = DiscreteVAE(16, 8, 8, tau_start=1.0, tau_end=1 / 16, anneal_over=0.5, kl_weight=0.2, kl_warmup=0.1)
+    assert d.schedule(0.0) == (1.0, 0.0)
+    tau, kl = d.schedule(0.05)
+    assert 1 / 16 < tau < 1 and abs(kl - 0.1) < 1e-9
+    assert d.schedule(0.5) == pytest.approx((1 / 16, 0.2)) and d.schedule(1.0) == pytest.approx((1 / 16, 0.2))
+
+
+def test_tokenizer_report_and_choice(world):
+    judge = build_judge(TINY)
+    x, scenes = validation_set(TINY, n=40)
+    report = tokenizer_report(build_tokenizer(TINY, "dvae"), judge, x, scenes)
+    assert set(report) == {"used", "perplexity", "mse", "recognised", "judge on originals"}
+    assert 0 < report["used"] <= 100 and 1 <= report["perplexity"] <= 16
+    assert choose_tokenizer({"dvae": {"recognised": 12.0, "used": 90.0},
+                             "vq": {"recognised": 65.0, "used": 100.0}}) == "vq"
+    assert choose_tokenizer({"dvae": {"recognised": 65.0, "used": 100.0},
+                             "vq": {"recognised": 65.0, "used": 80.0}}) == "dvae"
+
+
+# ------------------------------------------------------------------ the transformer
+
+def test_attention_masks():
+    L, G = 3, 4
+    dense = attention_mask(L, G)
+    assert torch.equal(dense, torch.ones(L + G * G, L + G * G, dtype=torch.bool).tril())
+    for kind in ("row", "column", "conv"):
+        m = attention_mask(L, G, kind)
+        assert not (m & ~dense).any()                           # never sees the future
+        assert m[L:, :L].all() and not m[:L, L:].any()          # images see the caption, not vice versa
+        assert m.diagonal().all()
+    col = attention_mask(L, G, "column")[L:, L:]
+    assert col[5].nonzero().flatten().tolist() == [1, 5]        # token 5 (row 1, col 1) sees token 1 above it
+    row = attention_mask(L, G, "row")[L:, L:]
+    assert row[5].nonzero().flatten().tolist() == [2, 3, 4, 5]  # the previous G tokens
+    conv = attention_mask(L, G, "conv")[L:, L:]
+    assert conv[5].nonzero().flatten().tolist() == [0, 1, 2, 4, 5]
+    with pytest.raises(ValueError):
+        attention_mask(L, G, "strided")
+
+
+def small_dalle():
+    torch.manual_seed(0)
+    return DALLE(text_vocab=20, text_len=5, codebook_size=7, grid=3, n_layer=1, n_head=2, n_embd=16)
+
+
+def test_pad_text_puts_a_padding_token_per_position():
+    m = small_dalle()
+    ids = torch.tensor([[3, 4, 5], [6, 0, 0]])
+    out = m.pad_text(ids, torch.tensor([3, 1]))
+    assert out.tolist() == [[3, 4, 5, 23, 24], [6, 21, 22, 23, 24]]
+    with pytest.raises(ValueError, match="caption token"):
+        m.pad_text(torch.tensor([[25]]), torch.tensor([1]))
+
+
+def test_an_image_position_never_predicts_a_text_token():
+    m = small_dalle()
+    text = m.pad_text(torch.tensor([[1, 2]]), torch.tensor([2])).repeat(2, 1)
+    codes = torch.randint(7, (2, 3, 3))
+    logits = m.masked_logits(text, codes)                      # (2, 5 + 9 - 1, 32)
+    assert logits.shape == (2, 13, 32)
+    assert torch.isinf(logits[:, 4:, :25]).all() and torch.isfinite(logits[:, 4:, 25:]).all()
+    assert torch.isinf(logits[:, :4, 25:]).all() and torch.isfinite(logits[:, :4, :25]).all()
+    text_loss, image_loss = m(text, codes)
+    assert text_loss > 0 and abs(image_loss.item() - math.log(7)) < 0.5    # near uniform over 7 codes at init
+    out = m.generate(text, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 3) and out.min() >= 0 and out.max() < 7
+    with pytest.raises(ValueError, match="codes"):
+        m(text, torch.randint(7, (2, 2, 2)))
+
+
+def test_generation_keeps_an_image_prompt_and_matches_the_uncached_model():
+    m = small_dalle()
+    text = m.pad_text(torch.tensor([[1, 2, 3]]), torch.tensor([3]))
+    prefix = torch.tensor([[4, 5, 6]])                          # the top row, given
+    out = m.generate(text, prefix=prefix, temperature=0)
+    assert out[0, 0].tolist() == [4, 5, 6]
+    # greedy decoding with the cache equals the argmax of the full model's logits, token by token
+    logits = m.masked_logits(text, out)
+    assert torch.equal(logits[0, 5 + 2:].argmax(-1) - 25, out.flatten()[3:])
+
+
+def test_judge_labels_and_readings():
+    scenes = [Scene("circle", "red", count=2, size="small"), Scene("KA", "white", layout="word"),
+              Scene("square", "blue", layout="panels", style="outline")]
+    y = judge_labels(scenes)
+    assert y.shape == (3, len(HEADS))
+    assert describe(y.clamp_min(0)) == ["2 red circles", "sign KA, white", "blue square / outline square"]
+    assert agreement(y, y).all()
+    wrong = y.clone()
+    wrong[0, list(HEADS).index("glyph 1")] = 3                 # a head that does not apply
+    assert agreement(wrong, y).all()
+    wrong[0, list(HEADS).index("count")] = 0
+    assert agreement(wrong, y).tolist() == [False, True, True]
+    assert agreement(wrong, y, ("colour", "shape")).all()
+
+
+def test_rerank_gain_and_unigram():
+    correct = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    scores = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.0, 0.5, 0.2, 0.1]])
+    assert rerank_gain(correct, scores) == (25.0, 50.0)
+    codes = torch.tensor([0, 0, 0, 1]).view(1, 2, 2)
+    assert abs(unigram_loss(codes, codes, 2) - (-(3 * math.log(4 / 6) + math.log(2 / 6)) / 4)) < 1e-6
+
+
+def test_world_captions_fit_the_model(world):
+    model = build_dalle(TINY, world)
+    rng = np.random.default_rng(0)
+    text = text_batch(model, world, [caption(s, rng) for s in world.scenes])
+    assert text.shape == (len(world.scenes), TINY.text_len)
