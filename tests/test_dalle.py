@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from webmm_lab.data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, render,
-                                  sample_panels, sample_signs)
-from webmm_lab.experiments.clip import held_out_pairs
+                                  sample_panels, sample_scenes, sample_signs)
+from webmm_lab.experiments.clip import ClipWorld, held_out_pairs
 from webmm_lab.experiments.dalle import (HEADS, DalleSetup, agreement, build_dalle, build_judge,
-                                         build_tokenizer, build_world, choose_tokenizer, describe,
-                                         draw, judge_labels, prompt_scenes, rerank_gain, text_batch,
-                                         tokenizer_report, training_scenes, unigram_loss,
-                                         unknown_words, validation_set)
+                                         build_tokenizer, build_world, choose_tokenizer, clip_setup,
+                                         describe, draw, judge_labels, panel_agreement, prompt_scenes,
+                                         rerank_gain, sample_and_judge, text_batch, tokenizer_report,
+                                         training_scenes, unigram_loss, unknown_words, validation_set)
 from webmm_lab.models.dalle import DALLE, attention_mask
 from webmm_lab.models.dvae import DiscreteVAE, VQTokenizer, gumbel_softmax, kl_to_uniform
 
@@ -77,6 +77,9 @@ def test_held_out_pairs_are_never_in_the_training_captions():
 def test_unknown_words_are_named(world):
     assert unknown_words(world, "two white squares") == []
     assert unknown_words(world, "an armchair in the shape of an avocado") == ["armchair", "avocado"]
+    assert unknown_words(world, "빨간 원 두 개, red") == ["빨간", "원", "두", "개"]          # Hangul is words too
+    assert unknown_words(world, "a white sign that says XT") == []                      # any sign word
+    assert unknown_words(world, "Two white squares on the left") == ["Two"]             # captions are lower case
     model = build_dalle(TINY, world)
     tok = build_tokenizer(TINY, "vq")
     with pytest.raises(ValueError, match="avocado"):
@@ -234,3 +237,54 @@ def test_world_captions_fit_the_model(world):
     rng = np.random.default_rng(0)
     text = text_batch(model, world, [caption(s, rng) for s in world.scenes])
     assert text.shape == (len(world.scenes), TINY.text_len)
+
+
+def test_clip_batches_are_softened_renders_with_their_captions(world):
+    raw = ClipWorld.batches(world, 16, seed=3)(5)
+    soft = world.batches(16, seed=3)(5)
+    assert torch.equal(raw[1], soft[1]) and torch.equal(raw[2], soft[2])       # same captions
+    assert soft[0].shape == raw[0].shape and 0 <= soft[0].min() and soft[0].max() <= 1
+    assert not torch.equal(raw[0], soft[0]) and (soft[0] - raw[0]).abs().mean() < 0.05
+    assert torch.equal(world.batches(16, seed=3)(5)[0], soft[0])              # a step's batch is fixed
+
+
+def test_samples_are_judged_and_ranked(world):
+    model, tok = build_dalle(TINY, world), build_tokenizer(TINY, "vq")
+    judge = build_judge(TINY)
+    from webmm_lab.experiments.clip import build_clip
+    clip = build_clip(clip_setup(TINY), world)
+    scenes = prompt_scenes(TINY, "seen", 3) + prompt_scenes(TINY, "panels", 2)
+    captions = [caption(s) for s in scenes]
+    s = sample_and_judge(model, tok, world, judge, clip, captions, scenes, n=4, seed=0)
+    assert s.images.shape == (20, 3, 32, 32) and s.scores.shape == (5, 4) and s.n == 4
+    assert s.reading.shape == s.labels.shape == (20, len(HEADS))
+    assert torch.equal(s.labels[::4], judge_labels(scenes))
+    order = s.best_first()
+    assert sorted(order[1].tolist()) == [4, 5, 6, 7]
+    assert (s.scores.flatten()[order].diff(dim=1) <= 0).all()                 # best first
+    right = s.right(("colour",))
+    random_, top = s.rates(("colour",))
+    assert right.shape == (5, 4) and random_ == pytest.approx(right.float().mean().item() * 100)
+    assert top == pytest.approx(right[torch.arange(5), s.scores.argmax(1)].float().mean().item() * 100)
+    unasked = sample_and_judge(model, tok, world, judge, clip, captions[:1], n=2)
+    assert (unasked.labels == -1).all() and unasked.right().all()             # nothing asked, nothing wrong
+    with pytest.raises(ValueError, match="one scene per caption"):
+        sample_and_judge(model, tok, world, judge, clip, captions, scenes[:2], n=2)
+
+
+def test_panel_agreement_reads_the_two_panels():
+    scenes = [Scene("square", "blue", layout="panels", style="outline"),
+              Scene("square", "blue", layout="panels", style="filled", bottom="circle"),
+              Scene("square", "blue", layout="panels", style="filled"),
+              Scene("square", "blue", count=2, size="small")]
+    y = judge_labels(scenes).clamp_min(0)
+    assert panel_agreement(y).tolist() == [True, False, False, False]
+
+
+def test_soften_blurs_and_noises_within_range():
+    from webmm_lab.data.augment import soften
+    x = render(sample_scenes(8, seed=1), 32)
+    a = soften(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, soften(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, soften(x, torch.Generator().manual_seed(1)))

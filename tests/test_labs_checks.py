@@ -401,3 +401,56 @@ def test_lab05_checks_accept_the_reference_and_catch_mistakes():
         assert "not implemented" in check(stub, seed=0, verbose=False).message
     assert "not implemented" in check_straight_through(stub, verbose=False).message
     assert "not implemented" in check_restart(stub, verbose=False).message
+
+
+def test_lab06_checks_accept_the_reference_and_catch_mistakes():
+    import math
+
+    from webmm_lab.checks.lab06 import check_attention_mask, check_gumbel_softmax, check_kl_to_uniform
+    from webmm_lab.models.dalle import attention_mask
+    from webmm_lab.models.dvae import gumbel_softmax, kl_to_uniform
+
+    def reference(logits, tau, u):
+        return gumbel_softmax(logits, tau, dim=1, u=u)
+    assert check_gumbel_softmax(reference, seed=0, verbose=False)
+    no_temperature = lambda l, t, u: gumbel_softmax(l, 1.0, dim=1, u=u) if t > 0 else reference(l, t, u)
+    assert not check_gumbel_softmax(no_temperature, seed=0, verbose=False)
+    wrong_noise = lambda l, t, u: torch.softmax((l - torch.log(u)) / t, 1)              # exponential, not Gumbel
+    assert not check_gumbel_softmax(wrong_noise, seed=0, verbose=False)
+    wrong_dim = lambda l, t, u: torch.softmax((l - torch.log(-torch.log(u))) / t, -1)
+    assert not check_gumbel_softmax(wrong_dim, seed=0, verbose=False)
+    silent = check_gumbel_softmax(lambda l, t, u: torch.softmax((l - torch.log(-torch.log(u))) / t, 1),
+                                  seed=0, verbose=False)                                 # tau = 0 not refused
+    assert not silent and "tau = 0" in silent.message
+
+    assert check_kl_to_uniform(kl_to_uniform, seed=0, verbose=False)
+    no_log_k = lambda l: (l.softmax(1) * l.log_softmax(1)).sum(1).mean()
+    assert not check_kl_to_uniform(no_log_k, seed=0, verbose=False)
+    summed = lambda l: kl_to_uniform(l) * l[:, 0].numel()                                # a sum over cells
+    assert not check_kl_to_uniform(summed, seed=0, verbose=False)
+    reversed_kl = lambda l: (-(l.log_softmax(1) + math.log(l.shape[1])) / l.shape[1]).sum(1).mean()
+    assert not check_kl_to_uniform(reversed_kl, seed=0, verbose=False)
+
+    assert check_attention_mask(lambda L, G, kind, k: attention_mask(L, G, kind, k), verbose=False)
+
+    def text_sees_images(L, G, kind, k):
+        m = attention_mask(L, G, kind, k)
+        m[:L] = True
+        return m
+    bad = check_attention_mask(text_sees_images, verbose=False)
+    assert not bad and "caption token" in bad.message and "may attend" in bad.message
+
+    def row_off_by_one(L, G, kind, k):
+        m = attention_mask(L, G, kind, k)
+        if kind == "row":
+            j = torch.arange(G * G)
+            m[L:, L:] &= (j[:, None] - j[None, :]) < G - 1
+        return m
+    assert not check_attention_mask(row_off_by_one, verbose=False)
+    assert not check_attention_mask(lambda L, G, kind, k: attention_mask(L, G, kind, k).int(), verbose=False)
+
+    def stub(*a):
+        raise NotImplementedError("Your turn")
+    for check in (check_gumbel_softmax, check_kl_to_uniform):
+        assert "not implemented" in check(stub, seed=0, verbose=False).message
+    assert "not implemented" in check_attention_mask(stub, verbose=False).message

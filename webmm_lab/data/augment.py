@@ -91,6 +91,16 @@ def two_views(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = Augmen
     return augment(x, gen, cfg), augment(x, gen, cfg)
 
 
+def soften(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Images (B, C, H, W) in [0, 1] randomly blurred (a 3x3 box blur mixed in by a random share
+    per image) and noised (Gaussian, a random std up to 0.05 per image): renders made to look
+    like a tokenizer's decoded images, for the models that read those (notebook 06)."""
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)   # (B, C, H, W)
+    mix = torch.rand(len(x), 1, 1, 1, generator=gen)
+    noise = 0.05 * torch.rand(len(x), 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    return (x + mix * (blur - x) + noise).clamp(0, 1)
+
+
 def labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int = 0,
                      cfg: AugmentConfig | None = AugmentConfig()):
     """A `batch_fn(step)` for supervised training: `batch_size` random labelled images, each

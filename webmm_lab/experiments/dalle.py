@@ -18,6 +18,7 @@ freshly drawn scenes with their attributes, so it can grade what the generator d
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, render, sample_panels,
-                          sample_scenes, sample_signs)
+from ..data.world import (COLOURS, PANEL_TEMPLATES, SHAPES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene,
+                          caption, render, sample_panels, sample_scenes, sample_signs)
+from ..data.augment import soften
 from ..data.tokenizers import BPETokenizer
 from ..device import seed_everything
 from ..models.clip import CLIP
@@ -49,22 +51,24 @@ class DalleSetup:
     codebook: int = 128            # K image codes
     tok_width: int = 32
     tok_dim: int = 64
-    tok_steps: int = 300
-    tok_batch: int = 64
-    tok_lr: float = 2e-3
+    tok_steps: int = 600           # steps matter more than batch: 600 x 32 beat 300 x 64 (colours)
+    tok_batch: int = 32
+    tok_lr: float = 4e-3
     kl_weight: float = 0.01        # the dVAE's KL weight after warm-up
     vocab: int = 512               # BPE of the captions (it stops early when every word is a token)
-    text_len: int = 24             # caption tokens, padded per position
+    text_len: int = 18             # caption tokens, padded per position (the longest caption: 18)
     layers: int = 3
     heads: int = 4
     width: int = 128
-    steps: int = 600
-    batch: int = 64
+    steps: int = 1200
+    batch: int = 32
     lr: float = 2e-3
-    clip_steps: int = 400
+    clip_steps: int = 600          # notebook 07's recipe, on softened images (see DalleWorld)
     clip_batch: int = 128
     judge_scenes: int = 6000
-    judge_steps: int = 300
+    judge_width: int = 24
+    judge_steps: int = 800
+    judge_batch: int = 64
     seed: int = 0
 
     @property
@@ -86,24 +90,53 @@ def training_scenes(setup: DalleSetup) -> list[Scene]:
             + sample_panels(setup.panels, seed=2, held_out=held))
 
 
-def build_world(setup: DalleSetup) -> ClipWorld:
-    """The training scenes as uint8 images with a BPE tokenizer of their captions: the same
-    `ClipWorld` notebook 07 trains on, so its CLIP recipe runs here unchanged."""
+@dataclass
+class DalleWorld(ClipWorld):
+    """Notebook 07's `ClipWorld` (so its CLIP recipe, `train_clip`, runs on it unchanged) and the
+    words its captions use, to answer a caption with words the world never uses. Its batches
+    for CLIP are softened as the judge's are: CLIP reranks decoded samples, which are blurrier
+    than renders (a prototype CLIP trained on crisp renders read the shapes of decoded images
+    about half as often as of renders, and its reranking gained nothing)."""
+    words: frozenset[str] = frozenset()
+
+    def batches(self, batch: int | None = None, seed: int | None = None):
+        """`ClipWorld.batches`, every image randomly blurred and noised (`augment.soften`)."""
+        batch_fn = super().batches(batch, seed)
+        seed = self.setup.seed if seed is None else seed
+
+        def softened(step: int):
+            images, ids, lengths = batch_fn(step)
+            return soften(images, step_generator(seed + 11, step)), ids, lengths
+        return softened
+
+
+def build_world(setup: DalleSetup) -> DalleWorld:
+    """The training scenes as uint8 images with a BPE tokenizer of their captions."""
     scenes = training_scenes(setup)
     images = torch.cat([(render(scenes[i:i + 5000], setup.resolution) * 255).round().to(torch.uint8)
                         for i in range(0, len(scenes), 5000)])
     rng = np.random.default_rng(99)
     sample = rng.choice(len(scenes), min(5000, len(scenes)), replace=False)
     text = "\n".join(caption(scenes[i], rng) + END for i in sample)
-    world = ClipWorld(clip_setup(setup), scenes, images, BPETokenizer.train(text, setup.vocab))
-    world.cache["words"] = frozenset(re.findall(r"[A-Za-z0-9]+", text))
-    return world
+    return DalleWorld(clip_setup(setup), scenes, images, BPETokenizer.train(text, setup.vocab),
+                      words=caption_words())
 
 
-def unknown_words(world: ClipWorld, text: str) -> list[str]:
-    """The words of `text` that no caption of this world uses (in order, without repeats)."""
-    known = world.cache["words"]
-    return list(dict.fromkeys(w for w in re.findall(r"[A-Za-z0-9]+", text) if w not in known))
+def caption_words() -> frozenset[str]:
+    """Every word the captions of this notebook's scenes use: the captions of a fixed sample of
+    shapes, signs and panels under every template (the same for every setup, however small)."""
+    scenes = sample_scenes(600, seed=11, styles=("filled", "outline")) + sample_panels(20, seed=12)
+    templates = {"objects": TEMPLATES, "word": SIGN_TEMPLATES, "panels": PANEL_TEMPLATES}
+    text = " ".join(caption(s, template=t) for s in scenes + sample_signs(1, seed=13) for t in templates[s.layout])
+    return frozenset(re.findall(r"\w+", text))
+
+
+def unknown_words(world: DalleWorld, text: str) -> list[str]:
+    """The words of `text` (any script: Hangul is a word too) that no caption of this world
+    uses, in order, without repeats. A sign's word (two capitals of SIGN_LETTERS) is known."""
+    def known(w: str) -> bool:
+        return w in world.words or (len(w) == 2 and all(ch in SIGN_LETTERS for ch in w))
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", text) if not known(w)))
 
 
 def prompt_scenes(setup: DalleSetup, kind: str, n: int, seed: int = 0) -> list[Scene]:
@@ -186,17 +219,9 @@ def judge_training_scenes(n: int, seed: int = 0) -> list[Scene]:
             + sample_panels(k, seed=seed + 102, same=False))
 
 
-def soften(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random blur and noise, so the judge reads decoded images (a little blurry) as well as renders."""
-    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    mix = torch.rand(len(x), 1, 1, 1, generator=g)
-    return (x + mix * (blur - x) + 0.05 * torch.rand(len(x), 1, 1, 1, generator=g)
-            * torch.randn(x.shape, generator=g)).clamp(0, 1)
-
-
 def build_judge(setup: DalleSetup) -> Judge:
     seed_everything(setup.seed + 7)
-    return Judge(setup.resolution)
+    return Judge(setup.resolution, setup.judge_width)
 
 
 def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, device=None,
@@ -207,7 +232,7 @@ def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, devi
 
     def batch_fn(step: int):
         g = step_generator(setup.seed + 7, step)
-        idx = torch.randint(len(images), (128,), generator=g)
+        idx = torch.randint(len(images), (setup.judge_batch,), generator=g)
         return soften(images[idx], g), labels[idx]
 
     def loss_fn(m, batch):
@@ -261,7 +286,7 @@ def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
     return VQTokenizer(setup.codebook, setup.tok_width, setup.tok_dim)
 
 
-def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: ClipWorld, setup: DalleSetup, *,
+def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: DalleSetup, *,
                     run: str | None = None, device=None, progress: bool = True) -> History:
     """The course's loop on random training images; `progress` (step / steps) drives the
     dVAE's temperature and KL schedules."""
@@ -319,13 +344,13 @@ def choose_tokenizer(reports: dict[str, dict[str, float]]) -> str:
 
 # ------------------------------------------------------------------ the transformer
 
-def build_dalle(setup: DalleSetup, world: ClipWorld) -> DALLE:
+def build_dalle(setup: DalleSetup, world: DalleWorld) -> DALLE:
     seed_everything(setup.seed)
     return DALLE(world.tokenizer.vocab_size, setup.text_len, setup.codebook, setup.grid,
                  setup.layers, setup.heads, setup.width)
 
 
-def text_batch(model: DALLE, world: ClipWorld, captions: list[str]) -> torch.Tensor:
+def text_batch(model: DALLE, world: DalleWorld, captions: list[str]) -> torch.Tensor:
     """Captions -> (B, text_len) ids padded per position (each ends in the END marker)."""
     ids, lengths = world.tokens(captions)
     return model.pad_text(ids, lengths)
@@ -337,7 +362,7 @@ def weighted_loss(text_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def dalle_losses(model: DALLE, world: ClipWorld, codes: torch.Tensor, scenes: list[Scene],
+def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene],
                  batch: int = 256) -> tuple[float, float]:
     """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption each."""
     model.eval()
@@ -357,7 +382,7 @@ def unigram_loss(train_codes: torch.Tensor, val_codes: torch.Tensor, K: int) -> 
     return -p.log()[val_codes.flatten()].mean().item()
 
 
-def train_dalle(model: DALLE, world: ClipWorld, codes: torch.Tensor, setup: DalleSetup, *,
+def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: DalleSetup, *,
                 val: tuple[torch.Tensor, list[Scene]] | None = None, run: str | None = None,
                 device=None, progress: bool = True) -> History:
     """The course's loop: random scenes with a fresh random caption each, loss 1/8 caption +
@@ -377,7 +402,7 @@ def train_dalle(model: DALLE, world: ClipWorld, codes: torch.Tensor, setup: Dall
 
 
 @torch.no_grad()
-def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: ClipWorld, captions: list[str],
+def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captions: list[str],
          n: int = 8, prefix: torch.Tensor | None = None, temperature: float = 1.0, seed: int = 0,
          batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` samples of every caption: (images (len * n, 3, R, R), codes (len * n, grid, grid)),
@@ -385,8 +410,9 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: ClipWorld, caption
     samples, given (an image prompt). Batched KV-cached calls of up to `batch` sequences."""
     unknown = [w for c in captions for w in unknown_words(world, c)]
     if unknown:
-        raise ValueError(f"this world never uses the words {sorted(set(unknown))}; "
-                         "describe shapes, colours, counts, signs or panels as its captions do")
+        raise ValueError(f"this world never uses the words {list(dict.fromkeys(unknown))}; describe "
+                         "shapes, colours, counts, signs or panels in lower case as its captions do "
+                         f"(\"two white squares\", \"a white sign that says {SIGN_LETTERS[:2]}\")")
     device = next(model.parameters()).device
     text = text_batch(model, world, captions).repeat_interleave(n, 0).to(device)
     pre = None if prefix is None else prefix.repeat_interleave(n, 0).to(device)
@@ -397,7 +423,7 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: ClipWorld, caption
 
 
 @torch.no_grad()
-def clip_scores(clip: CLIP, world: ClipWorld, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+def clip_scores(clip: CLIP, world: DalleWorld, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """(len(captions), n): CLIP's similarity of each caption's n images (as `draw` returns them)."""
     clip.eval()
     device = next(clip.parameters()).device
@@ -415,9 +441,68 @@ def rerank_gain(correct: torch.Tensor, scores: torch.Tensor) -> tuple[float, flo
             correct[torch.arange(len(correct)), top].float().mean().item() * 100)
 
 
-__all__ = ["DalleSetup", "TOKENIZERS", "HEADS", "clip_setup", "training_scenes", "build_world",
-           "unknown_words", "prompt_scenes", "validation_set", "judge_labels", "Judge",
-           "judge_training_scenes", "soften", "build_judge", "train_judge", "read", "agreement",
+def panel_agreement(reading: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: the judge reads two panels with the same shape on the top and, on the bottom,
+    as an outline drawing (what "the exact same shape on the top and as an outline drawing on
+    the bottom" asks, whichever shape the model chose)."""
+    h = list(HEADS)
+    return ((reading[:, h.index("layout")] == 2) & (reading[:, h.index("shape")] == reading[:, h.index("bottom")])
+            & (reading[:, h.index("bottom style")] == 1))
+
+
+@dataclass
+class Samples:
+    """`n` generated images for each of C captions, read by the judge and scored by CLIP."""
+    captions: list[str]
+    images: torch.Tensor      # (C * n, 3, R, R), caption by caption
+    reading: torch.Tensor     # (C * n, len(HEADS)): what the judge sees
+    labels: torch.Tensor      # (C * n, len(HEADS)): what the captions ask for (-1: not asked)
+    scores: torch.Tensor      # (C, n): CLIP's similarity of each image with its caption
+    seconds: float            # the sampling time (one batched KV-cached call per 512 sequences)
+
+    @property
+    def n(self) -> int:
+        return self.scores.shape[1]
+
+    def right(self, heads: tuple[str, ...] | None = None) -> torch.Tensor:
+        """(C, n) bool: the judge's reading matches the caption on `heads` (None: everything asked;
+        ("panels",): the two panels agree, see `panel_agreement`)."""
+        if heads == ("panels",):
+            ok = panel_agreement(self.reading)
+        else:
+            ok = agreement(self.reading, self.labels, heads)
+        return ok.view(len(self.captions), self.n)
+
+    def rates(self, heads: tuple[str, ...] | None = None) -> tuple[float, float]:
+        """(% right of a random sample, % right of CLIP's top-1 of n) on `heads`."""
+        return rerank_gain(self.right(heads), self.scores)
+
+    def best_first(self) -> torch.Tensor:
+        """(C, n): each caption's sample indices (into images, 0..C*n-1), CLIP's best first."""
+        order = self.scores.argsort(1, descending=True)
+        return order + self.n * torch.arange(len(self.captions))[:, None]
+
+
+def sample_and_judge(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, judge: Judge,
+                     clip: CLIP, captions: list[str], scenes: list[Scene] | None = None, n: int = 8,
+                     temperature: float = 1.0, seed: int = 0) -> Samples:
+    """Draw `n` images per caption, read them with the judge and score them with CLIP. `scenes`
+    (one per caption) says what each caption asks for; without them nothing is asked (labels -1)."""
+    if scenes is not None and len(scenes) != len(captions):
+        raise ValueError(f"give one scene per caption: {len(scenes)} scenes, {len(captions)} captions")
+    t0 = time.perf_counter()
+    images, _ = draw(model, tok, world, captions, n=n, temperature=temperature, seed=seed)
+    seconds = time.perf_counter() - t0
+    labels = (judge_labels(scenes) if scenes is not None
+              else torch.full((len(captions), len(HEADS)), -1)).repeat_interleave(n, 0)
+    return Samples(list(captions), images, read(judge, images), labels,
+                   clip_scores(clip, world, images, captions), seconds)
+
+
+__all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "HEADS", "clip_setup", "training_scenes", "build_world",
+           "caption_words", "unknown_words", "prompt_scenes", "validation_set", "judge_labels", "Judge",
+           "judge_training_scenes", "build_judge", "train_judge", "read", "agreement",
            "describe", "build_tokenizer", "train_tokenizer", "encode_images", "decode_codes",
            "tokenizer_report", "choose_tokenizer", "build_dalle", "text_batch", "weighted_loss",
-           "dalle_losses", "unigram_loss", "train_dalle", "draw", "clip_scores", "rerank_gain"]
+           "dalle_losses", "unigram_loss", "train_dalle", "draw", "clip_scores", "rerank_gain",
+           "panel_agreement", "Samples", "sample_and_judge"]

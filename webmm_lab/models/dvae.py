@@ -60,12 +60,17 @@ def image_decoder(width: int, dim: int, ups: int = 2) -> nn.Sequential:
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, dim: int = 1,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
     """A relaxed one-hot sample: softmax((logits + g) / tau) along `dim`, g ~ Gumbel(0, 1)
-    (g = -log(-log u), u uniform). As tau -> 0 it approaches a one-hot sample of softmax(logits)."""
+    (g = -log(-log u), u uniform). As tau -> 0 it approaches a one-hot sample of softmax(logits).
+    u: the uniform noise, logits' shape (default: drawn here, from `generator`)."""
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-9, 1 - 1e-9)
+    if u is None:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    elif u.shape != logits.shape:
+        raise ValueError(f"u must have the logits' shape {tuple(logits.shape)}, got {tuple(u.shape)}")
+    u = u.clamp(1e-9, 1 - 1e-9)
     g = -torch.log(-torch.log(u))
     return F.softmax((logits + g) / tau, dim=dim)
 

@@ -1,0 +1,88 @@
+"""Checks for lab 06: DALL·E's pieces — the gumbel-softmax sample with its temperature, the KL
+term to a uniform prior over the codes, and the attention mask over [caption, image] tokens."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..models.dalle import ATTENTION_KINDS, attention_mask
+from ..models.dvae import gumbel_softmax, kl_to_uniform
+from . import CheckResult, _report, check_function, check_raises
+
+
+def _logits(gen: torch.Generator) -> torch.Tensor:
+    """Random logits (B, K, h, w): channels first, as an encoder gives them."""
+    B, K, h, w = (int(torch.randint(lo, hi, (), generator=gen)) for lo, hi in ((1, 4), (2, 20), (1, 5), (1, 5)))
+    return torch.randn(B, K, h, w, generator=gen) * 3
+
+
+def _gumbel_inputs(gen: torch.Generator):
+    logits = _logits(gen)
+    tau = float(torch.rand((), generator=gen) * 1.9 + 0.05)
+    u = torch.rand(logits.shape, generator=gen) * 0.998 + 0.001     # away from 0 and 1
+    return logits, tau, u
+
+
+def check_gumbel_softmax(fn: Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor],
+                         verbose: bool = True, **kw) -> CheckResult:
+    """Lab 06: fn(logits (B, K, h, w), tau, u) -> (B, K, h, w): softmax over the K codes of
+    (logits + g) / tau with g = -log(-log u); tau <= 0 is a ValueError with a message."""
+    result = check_function(fn, lambda logits, tau, u: gumbel_softmax(logits, tau, dim=1, u=u), _gumbel_inputs,
+                            name="gumbel_softmax", trials=10, grad=True, verbose=False,
+                            hint="turn the uniform noise into Gumbel noise first; the codes are dimension "
+                            "1; where does the temperature act?", **kw)
+    if result:
+        logits, _, u = _gumbel_inputs(torch.Generator().manual_seed(0))
+        bad = check_raises(fn, (logits, 0.0, u), name="gumbel_softmax", verbose=False,
+                           hint="a temperature of 0 or below has no meaning: raise a ValueError that says so")
+        if not bad:
+            result = CheckResult("gumbel_softmax", False, f"tau = 0: {bad.message}")
+    return _report(result, verbose)
+
+
+def check_kl_to_uniform(fn: Callable[[torch.Tensor], torch.Tensor], **kw) -> CheckResult:
+    """Lab 06: fn(logits (B, K, h, w)) -> scalar: KL(softmax(logits) || uniform over K), averaged
+    over the grid cells of every image."""
+    return check_function(fn, kl_to_uniform, lambda g: (_logits(g),), name="kl_to_uniform", trials=10,
+                          grad=True, hint="KL(q || p) = sum_k q_k (log q_k - log p_k) with p_k = 1/K at "
+                          "every cell, then the mean over cells; log_softmax is the stable way to log q", **kw)
+
+
+def _describe(pos: int, text_len: int, grid: int) -> str:
+    if pos < text_len:
+        return f"caption token {pos}"
+    j = pos - text_len
+    return f"image token {j} (row {j // grid}, column {j % grid})"
+
+
+def check_attention_mask(fn: Callable[[int, int, str, int], torch.Tensor], verbose: bool = True) -> CheckResult:
+    """Lab 06: fn(text_len, grid, kind, kernel) -> (T, T) bool with T = text_len + grid**2,
+    True where query position i may attend to key position j, for every kind in ATTENTION_KINDS."""
+    name = "attention_mask"
+    gen = torch.Generator().manual_seed(6)
+    for trial in range(24):
+        kind = ATTENTION_KINDS[trial % len(ATTENTION_KINDS)]
+        L, G, k = (int(torch.randint(lo, hi, (), generator=gen)) for lo, hi in ((1, 7), (1, 6), (1, 3)))
+        want = attention_mask(L, G, kind, kernel=k)
+        try:
+            got = fn(L, G, kind, k)
+        except NotImplementedError as e:
+            return _report(CheckResult(name, False, f"not implemented yet ({e})"), verbose)
+        except Exception as e:
+            return _report(CheckResult(name, False, f"{kind!r} mask raised {type(e).__name__}: {e}"), verbose)
+        where = f"(kind {kind!r}, text_len {L}, grid {G}, kernel {k})"
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return _report(CheckResult(name, False, f"expected a tensor of shape {tuple(want.shape)}, got "
+                                       f"{shape} {where}"), verbose)
+        if got.dtype != torch.bool:
+            return _report(CheckResult(name, False, f"expected dtype torch.bool (True = may attend), got "
+                                       f"{got.dtype} {where}"), verbose)
+        if not torch.equal(got, want):
+            q, j = (int(i) for i in (got != want).nonzero()[0])
+            verb = "may" if got[q, j] else "may not"
+            return _report(CheckResult(name, False, f"in yours {_describe(q, L, G)} {verb} attend to "
+                                       f"{_describe(j, L, G)}; the reference says the opposite {where}"), verbose)
+    return _report(CheckResult(name, True, f"matches the reference for every kind ({', '.join(ATTENTION_KINDS)}) "
+                               "on 24 random sizes"), verbose)
