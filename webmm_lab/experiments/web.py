@@ -1,0 +1,414 @@
+"""Web scale and beyond (notebook 08): filtering a mini web, equal-compute CLIP training, what
+gradient accumulation does to a contrastive loss, prompt search, distillation, compute at scale.
+
+    web = build_web(6000)                                   # data/web.py: pairs and their truth
+    blocked = keyword_filter(web.captions)                  # (n,) bool: a BLOCKLIST word in any form
+    removed = near_duplicates(web.images)                   # (n,) bool: a near-copy of an earlier image
+    scores = score_dedup(removed, web); score_filter(blocked, web.mask("blocked"))
+    world = PairWorld.build(setup, web.images, web.captions)   # notebook 07's recipe on fixed captions
+    clip = build_clip(setup, world); train_clip(clip, world, setup)
+
+The keyword filter normalises before it matches (case, plurals, punctuation, letters spaced
+or split apart) and matches whole words, so "gruel" survives while "G R U E" does not.
+De-duplication: a perceptual hash (`phash`, pHash's DCT algorithm in torch) works on large
+photos but not on 32 x 32 images shifted by two pixels; `near_duplicates` retrieves candidates
+by colour histograms and verifies each by aligning the two images.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.tokenizers import BPETokenizer
+from ..data.web import BLOCKLIST, WebPairs
+from ..models.clip import CLIP
+from ..models.contrastive import clip_loss
+from ..train import step_generator
+from .clip import END, ClipSetup, ClipWorld
+
+# ------------------------------------------------------------------ the keyword filter
+
+def words_of(text: str) -> list[str]:
+    """The words of a caption as the keyword filter reads them: lower case, every run of
+    characters that are not letters or digits a separator ("G.R.U.E!" -> g, r, u, e)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _stems(word: str) -> set[str]:
+    return {word, word[:-1] if word.endswith("s") else word, word[:-2] if word.endswith("es") else word}
+
+
+def candidate_words(words: list[str]) -> list[str]:
+    """Every word, every two neighbours joined (a word split in two: "gr ue"), and every stretch
+    of two or more one-letter words joined (letters spaced or dotted apart: "g r u e a")."""
+    out = words + [a + b for a, b in zip(words, words[1:])]
+    run: list[str] = []
+    for w in words + [""]:                                   # "" closes the last run
+        if len(w) == 1:
+            run.append(w)
+            continue
+        out += ["".join(run[i:j]) for i in range(len(run)) for j in range(i + 2, len(run) + 1)]
+        run = []
+    return out
+
+
+def keyword_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST) -> torch.Tensor:
+    """(n,) bool: the captions that contain a blocklist word, whole: in any case, as a plural,
+    between punctuation, with its letters spaced or dotted apart, or split in two ("qu-ib").
+    A word that merely begins like one ("gruel", "quibble") is not blocked."""
+    block = set(blocklist)
+    return torch.tensor([any(_stems(w) & block for w in candidate_words(words_of(t))) for t in captions],
+                        dtype=torch.bool)
+
+
+# ------------------------------------------------------------------ de-duplication
+
+def _dct_matrix(n: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine."""
+    k, i = torch.arange(n)[:, None].float(), torch.arange(n)[None].float()
+    m = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
+    m[0] /= 2 ** 0.5
+    return m
+
+
+def _float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def phash(images: torch.Tensor, keep: int = 8) -> torch.Tensor:
+    """Perceptual hashes (n, keep * keep - 1) bool, as pHash computes them: the 2-D DCT of the
+    grey image, its lowest keep x keep frequencies but the constant one, each above or below
+    their median. Two near-copies of a large photo differ in a few bits."""
+    grey = _float(images).mean(1)                                                  # (n, R, R)
+    D = _dct_matrix(grey.shape[-1])
+    f = (D @ grey @ D.T)[:, :keep, :keep].flatten(1)[:, 1:]                        # (n, keep^2 - 1)
+    return f > f.median(1, keepdim=True).values
+
+
+def colour_histograms(images: torch.Tensor, bins: int = 8, blur: int = 4) -> torch.Tensor:
+    """(n, bins**3): the square root of each image's colour histogram (RGB cube cut into bins**3
+    cells), after a `blur` x `blur` box blur that averages the noise away. Where things are
+    does not enter it, so shifts and crops barely change it."""
+    x = F.avg_pool2d(_float(images), blur, stride=1)                               # (n, 3, R', R')
+    q = (x.clamp(0, 0.999) * bins).long()
+    cell = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)                # (n, R'^2)
+    return torch.zeros(len(x), bins ** 3).scatter_add_(1, cell, torch.ones(cell.shape)).sqrt()
+
+
+def _earlier_within(close_fn, n: int, chunk: int = 1024) -> torch.Tensor:
+    removed = torch.zeros(n, dtype=torch.bool)
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(n, start + chunk))
+        close = close_fn(rows) & (torch.arange(n)[None] < rows[:, None])           # (r, n): earlier ones
+        removed[rows] = close.any(1)
+    return removed
+
+
+def dedup_by_hash(bits: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """(n,) bool, True = remove: an image whose hash is within `max_distance` bits (Hamming)
+    of an earlier image's. The first of every group of near-copies is kept."""
+    b = bits.float()
+    return _earlier_within(lambda r: (b[r] @ (1 - b).T + (1 - b[r]) @ b.T) <= max_distance, len(b))
+
+
+def dedup_by_embedding(embeddings: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(n,) bool, True = remove: an item whose cosine similarity with an earlier item is at
+    least `threshold`. The first of every group of near-copies is kept."""
+    e = F.normalize(embeddings.float(), dim=1)
+    return _earlier_within(lambda r: e[r] @ e.T >= threshold, len(e))
+
+
+def candidate_pairs(embeddings: torch.Tensor, threshold: float, chunk: int = 1024) -> torch.Tensor:
+    """(m, 2) long: every pair (i, j), i < j, whose embeddings' cosine similarity is at least
+    `threshold`."""
+    e = F.normalize(embeddings.float(), dim=1)
+    out = []
+    for start in range(0, len(e), chunk):
+        sim = e[start:start + chunk] @ e.T                                         # (r, n)
+        i, j = (sim >= threshold).nonzero().T
+        i = i + start
+        out.append(torch.stack([i[i < j], j[i < j]], 1))
+    return torch.cat(out)
+
+
+def aligned_distance(images: torch.Tensor, pairs: torch.Tensor, max_shift: int = 2,
+                     chunk: int = 4096) -> torch.Tensor:
+    """(m,): for each pair (i, j), the mean absolute difference of the two images (3x3 box-
+    blurred) over their centre, at the best relative shift of up to `max_shift` pixels either
+    way: about 0 for a shifted copy, small for a noised or cropped one."""
+    x = F.avg_pool2d(_float(images), 3, stride=1, padding=1)                       # (n, 3, R, R)
+    m, R = max_shift, x.shape[-1]
+    out = []
+    for p in pairs.split(chunk):
+        a = x[p[:, 0], :, 2 * m:R - 2 * m, 2 * m:R - 2 * m]                         # (c, 3, R-4m, R-4m)
+        b = x[p[:, 1]]                                                              # (c, 3, R, R)
+        d = torch.stack([(a - b[..., 2 * m + dy:R - 2 * m + dy, 2 * m + dx:R - 2 * m + dx]).abs().mean((1, 2, 3))
+                         for dy in range(-m, m + 1) for dx in range(-m, m + 1)])    # (shifts, c)
+        out.append(d.min(0).values)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def remove_later(pairs: torch.Tensor, distances: torch.Tensor, verify: float, n: int) -> torch.Tensor:
+    """(n,) bool, True = remove: the later image of every pair whose distance is <= `verify`."""
+    removed = torch.zeros(n, dtype=torch.bool)
+    removed[pairs[distances <= verify, 1]] = True
+    return removed
+
+
+def near_duplicates(images: torch.Tensor, retrieve: float = 0.95, verify: float = 0.07) -> torch.Tensor:
+    """(n,) bool, True = remove, in two stages as large-scale de-duplicators work: candidate
+    pairs by `colour_histograms` (cosine >= `retrieve`: cheap, position-free, generous), then
+    each candidate verified by `aligned_distance` (<= `verify`); the later image of every
+    verified pair is removed."""
+    pairs = candidate_pairs(colour_histograms(images), retrieve)
+    return remove_later(pairs, aligned_distance(images, pairs), verify, len(images))
+
+
+# ------------------------------------------------------------------ scoring the filters
+
+def score_filter(removed: torch.Tensor, bad: torch.Tensor) -> dict[str, float]:
+    """Precision and recall (%) of a filter's removals against the pairs that should go, and
+    the share of the others it removes anyway ("false removals", %)."""
+    removed, bad = removed.bool(), bad.bool()
+    tp = (removed & bad).sum().item()
+    return {"precision": 100 * tp / max(1, removed.sum().item()), "recall": 100 * tp / max(1, bad.sum().item()),
+            "false removals": 100 * (removed & ~bad).sum().item() / max(1, (~bad).sum().item()),
+            "removed": int(removed.sum())}
+
+
+def score_dedup(removed: torch.Tensor, web: WebPairs) -> dict[str, float]:
+    """A de-duplicator's recall: the share of planted (original, copy) pairs of which it removes
+    one (either copy will do: neither is the better on the web), and its false removals: the
+    share of images outside every planted pair that it removes."""
+    dup = (web.source >= 0).nonzero().flatten()
+    pair = torch.zeros(len(web), dtype=torch.bool)
+    pair[dup], pair[web.source[dup]] = True, True
+    caught = removed[dup] | removed[web.source[dup]]
+    return {"recall": 100 * caught.float().mean().item() if len(dup) else 100.0,
+            "false removals": 100 * (removed & ~pair).sum().item() / max(1, (~pair).sum().item()),
+            "removed": int(removed.sum())}
+
+
+# ------------------------------------------------------------------ CLIP on fixed captions
+
+@dataclass
+class PairWorld(ClipWorld):
+    """Image / caption pairs with fixed captions (the web's alt texts), for notebook 07's
+    recipe: `train_clip(model, world, setup)` runs on it unchanged."""
+    texts: list[str] = None
+
+    @classmethod
+    def build(cls, setup: ClipSetup, images: torch.Tensor, texts: list[str],
+              tokenizer: BPETokenizer | None = None) -> "PairWorld":
+        """images (n, 3, R, R) uint8, their captions; the BPE tokenizer is learned from the
+        captions unless given (give the same one to runs that must compare)."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} captions")
+        tokenizer = tokenizer or BPETokenizer.train("\n".join(t + END for t in texts[:8000]), setup.vocab)
+        return cls(setup, [], images, tokenizer, texts=list(texts))
+
+    def batches(self, batch: int | None = None, seed: int | None = None):
+        """batch_fn(step) -> (images (B, 3, R, R) float, ids (B, T), lengths (B,)): random pairs."""
+        batch = batch or self.setup.batch
+        seed = self.setup.seed if seed is None else seed
+
+        def batch_fn(step: int):
+            idx = torch.randint(len(self.texts), (batch,), generator=step_generator(seed, step))
+            ids, lengths = self.tokens([self.texts[i] for i in idx.tolist()])
+            return self.images[idx].float() / 255, ids, lengths
+        return batch_fn
+
+
+@torch.no_grad()
+def pair_scores(model: CLIP, world: ClipWorld, images: torch.Tensor, texts: list[str],
+                batch: int = 512) -> torch.Tensor:
+    """(n,): CLIP's cosine similarity of each image with its own caption."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch):
+        x = images[i:i + batch]
+        x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+        out.append((model.encode_image(x) * world.encode_texts(model, texts[i:i + batch])).sum(1).cpu())
+    return torch.cat(out)
+
+
+def choose_threshold(scores: torch.Tensor, bad: torch.Tensor) -> float:
+    """The score threshold (keep pairs at or above it) that classifies the most pairs right:
+    `bad` pairs below it, the others at or above it."""
+    cands = scores.sort().values
+    correct = torch.stack([((scores < t) == bad).float().mean() for t in cands])
+    return float(cands[correct.argmax()])
+
+
+@torch.no_grad()
+def contrastive_loss(model: CLIP, world: ClipWorld, images: torch.Tensor, texts: list[str],
+                     batch: int = 128) -> float:
+    """CLIP's loss on pairs, averaged over consecutive batches of `batch` (a last partial one
+    dropped): how well the model tells each pair from the other pairs of its batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses = []
+    for i in range(0, len(texts) - batch + 1, batch):
+        x = images[i:i + batch]
+        x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+        img, txt = model.encode_image(x), world.encode_texts(model, texts[i:i + batch])
+        losses.append(clip_loss(img, txt, model.logit_scale).item())
+    if not losses:
+        raise ValueError(f"need at least {batch} pairs, got {len(texts)}")
+    return float(np.mean(losses))
+
+
+# ------------------------------------------------------------------ batch size and the negatives
+
+def gradients(model: nn.Module) -> list[torch.Tensor]:
+    """Copies of every parameter's gradient (zeros where none), then the gradients cleared."""
+    out = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def accumulated_gradients(model: nn.Module, loss_fn, batch: tuple, k: int) -> list[torch.Tensor]:
+    """Gradients of the mean of `loss_fn` over k equal micro-batches of `batch` (a tuple of
+    tensors split along dimension 0), each micro-batch's loss divided by k and back-propagated
+    on its own: gradient accumulation."""
+    n = len(batch[0])
+    if n % k:
+        raise ValueError(f"a batch of {n} does not split into {k} equal micro-batches")
+    model.zero_grad(set_to_none=True)
+    for part in zip(*(t.split(n // k) for t in batch)):
+        (loss_fn(model, part) / k).backward()
+    return gradients(model)
+
+
+def full_batch_gradients(model: nn.Module, loss_fn, batch: tuple) -> list[torch.Tensor]:
+    """Gradients of `loss_fn` on the whole batch at once."""
+    model.zero_grad(set_to_none=True)
+    loss_fn(model, batch).backward()
+    return gradients(model)
+
+
+def grad_cache_gradients(model: CLIP, batch: tuple, k: int) -> list[torch.Tensor]:
+    """Gradients of CLIP's loss over the whole batch, computed k micro-batches at a time as
+    GradCache does (Gao et al., 2021): (1) every micro-batch's features without a graph; (2) the
+    loss over all of them, and its gradient with respect to each feature; (3) each micro-batch
+    again, with a graph, back-propagating those feature gradients. Memory of a micro-batch,
+    softmax of the whole batch; equal to the full batch to rounding (with BatchNorm, only in
+    eval mode: its statistics would differ per micro-batch)."""
+    images, ids, lengths = batch
+    n = len(images)
+    if n % k:
+        raise ValueError(f"a batch of {n} does not split into {k} equal micro-batches")
+    parts = list(zip(images.split(n // k), ids.split(n // k), lengths.split(n // k)))
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        feats = [model(*p) for p in parts]
+    img = torch.cat([f[0] for f in feats]).requires_grad_(True)                    # (N, D)
+    txt = torch.cat([f[1] for f in feats]).requires_grad_(True)                    # (N, D)
+    clip_loss(img, txt, model.logit_scale).backward()                              # logit scale's grad too
+    for p, gi, gt in zip(parts, img.grad.split(n // k), txt.grad.split(n // k)):
+        im, tx = model(*p)
+        ((im * gi).sum() + (tx * gt).sum()).backward()
+    return gradients(model)
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """The largest absolute difference between two lists of gradients."""
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+def relative_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """|a - b| / |b| over all gradients together (0: the same)."""
+    num = sum(((x - y) ** 2).sum() for x, y in zip(a, b)) ** 0.5
+    return float(num / sum((y ** 2).sum() for y in b) ** 0.5)
+
+
+# ------------------------------------------------------------------ prompt search
+
+@torch.no_grad()
+def template_scorer(model: CLIP, world: ClipWorld, images: torch.Tensor, labels: torch.Tensor):
+    """score(template or list of templates) -> zero-shot accuracy (%) on `images` (n, 3, R, R)
+    among the 48 colour-shape names, the image embeddings computed once: what a prompt search
+    calls thousands of times."""
+    from .clip import CLASS_NAMES
+    from ..models.clip import zero_shot_weights
+    model.eval()
+    device = next(model.parameters()).device
+    x = _float(images)
+    emb = torch.cat([model.encode_image(c.to(device)) for c in x.split(512)])        # (n, D)
+
+    def score(templates) -> float:
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        w = zero_shot_weights(lambda t: world.encode_texts(model, t), CLASS_NAMES, templates)   # (D, 48)
+        return 100 * ((emb @ w).argmax(1).cpu() == labels).float().mean().item()
+    return score
+
+
+def search_templates(score, words: list[str], beam: int = 4, length: int = 3,
+                     start: str = "{}") -> list[tuple[str, float]]:
+    """Beam search over templates: from `start`, grow each of the `beam` best templates by one of
+    `words` before or after it, keep the `beam` best of all of them by `score(template)`
+    (higher is better), up to `length` added words. Returns every template scored, best first."""
+    scored = {start: score(start)}
+    frontier = [start]
+    for _ in range(length):
+        grown = {f"{w} {t}" for t in frontier for w in words} | {f"{t} {w}" for t in frontier for w in words}
+        for t in grown - set(scored):
+            scored[t] = score(t)
+        frontier = sorted(grown, key=lambda t: -scored[t])[:beam]
+    return sorted(scored.items(), key=lambda kv: -kv[1])
+
+
+# ------------------------------------------------------------------ distillation
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float = 2.0) -> torch.Tensor:
+    """KL(teacher || student) of the softened distributions, times temperature**2 (Hinton et
+    al., 2015): the student learns the teacher's whole distribution, not only its answer."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
+# ------------------------------------------------------------------ compute at scale
+
+# (parameters, training compute in FLOPs, how the compute was counted, source)
+AT_SCALE = {
+    "GPT-3 175B": (175e9, 3.14e23, "the paper's Table D.1 (3,640 petaflop/s-days)",
+                   "Brown et al. 2020, Language Models are Few-Shot Learners"),
+    "DALL·E 12B": (12e9, 6 * 12e9 * 430_000 * 1024 * 1280,
+                   "6·N·D: 430,000 updates of 1,024 sequences of 1,280 tokens",
+                   "Ramesh et al. 2021, Zero-Shot Text-to-Image Generation, §2.4-2.5"),
+    "iGPT-L 1.4B": (1.4e9, 2500 * 86400 * 125e12 * 0.33,
+                    "2,500 V100-days (the blog post) at a third of 125 TFLOP/s",
+                    "Chen et al. 2020, Generative Pretraining from Pixels; openai.com/blog/image-gpt"),
+    "CLIP ViT-L/14": (428e6, 12 * 256 * 86400 * 125e12 * 0.33,
+                      "12 days on 256 V100s (the paper) at a third of 125 TFLOP/s",
+                      "Radford et al. 2021, Learning Transferable Visual Models From Natural Language "
+                      "Supervision, §2.5"),
+}
+T4_TEN_MINUTES = 600 * 65e12 * 0.33      # a Colab T4: 65 TFLOP/s fp16 peak, a third of it, 10 minutes
+
+
+def training_flops(model: nn.Module, loss_fn, batch) -> float:
+    """FLOPs of one training step (forward and backward) of `model` on `batch`, counted by
+    torch's FlopCounterMode (matrix products and convolutions; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+__all__ = ["words_of", "candidate_words", "keyword_filter", "phash", "colour_histograms", "dedup_by_hash",
+           "dedup_by_embedding", "candidate_pairs", "aligned_distance", "remove_later", "near_duplicates",
+           "score_filter", "score_dedup", "PairWorld", "pair_scores", "choose_threshold", "contrastive_loss",
+           "gradients", "accumulated_gradients", "full_batch_gradients", "grad_cache_gradients",
+           "max_difference", "relative_difference", "template_scorer", "search_templates", "distillation_loss", "AT_SCALE",
+           "T4_TEN_MINUTES", "training_flops"]
