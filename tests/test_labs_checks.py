@@ -454,3 +454,37 @@ def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     for check in (check_gumbel_softmax, check_kl_to_uniform):
         assert "not implemented" in check(stub, seed=0, verbose=False).message
     assert "not implemented" in check_attention_mask(stub, verbose=False).message
+
+
+def test_lab08_checks_accept_the_reference_and_catch_mistakes():
+    from webmm_lab.checks.lab08 import check_clip_score_filter, check_dedup, check_keyword_filter
+    from webmm_lab.experiments.web import choose_threshold, dedup_by_embedding, keyword_filter
+
+    assert check_keyword_filter(lambda c, b: keyword_filter(c, b), verbose=False)
+    squashed = lambda t: re.sub(r"[^a-z]", "", t.lower())                  # catches every form, and "gruel" too
+    substring = check_keyword_filter(lambda c, b: torch.tensor([any(w in squashed(t) for w in b) for t in c]),
+                                     verbose=False)
+    assert not substring and "near-miss" in substring.message
+    exact = check_keyword_filter(lambda c, b: torch.tensor([bool(set(re.findall(r"[a-z]+", t.lower())) & set(b))
+                                                            for t in c]), verbose=False)
+    assert not exact and "missed forms" in exact.message
+    assert not check_keyword_filter(lambda c, b: [False] * len(c), verbose=False)            # not a tensor
+
+    assert check_dedup(dedup_by_embedding, verbose=False)
+    raw_dot = check_dedup(lambda e, t: ((e @ e.T) >= t).tril(-1).any(1), verbose=False)
+    assert not raw_dot and "cosine" in raw_dot.message
+    both_ways = lambda e, t: ((F.normalize(e, dim=1) @ F.normalize(e, dim=1).T >= t).fill_diagonal_(False)).any(1)
+    assert not check_dedup(both_ways, verbose=False)                                        # removes both copies
+
+    def reference(v, bad, s):
+        t = choose_threshold(v, bad)
+        return t, s < t
+    assert check_clip_score_filter(reference, verbose=False)
+    assert not check_clip_score_filter(lambda v, bad, s: (0.0, s < 0.0), verbose=False)      # no threshold chosen
+    assert not check_clip_score_filter(lambda v, bad, s: (reference(v, bad, s)[0], s <= 0.4), verbose=False)
+    assert not check_clip_score_filter(lambda v, bad, s: reference(v, bad, s)[1], verbose=False)
+
+    def stub(*a):
+        raise NotImplementedError("Your turn")
+    for check in (check_keyword_filter, check_dedup, check_clip_score_filter):
+        assert "not implemented" in check(stub, verbose=False).message

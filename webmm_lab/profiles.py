@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 
 PROFILES = ("smoke", "cpu", "gpu")
-BUDGETS = {"smoke": "<= 30 s on 2 CPU cores", "cpu": "<= 4 min on 2 CPU cores (6 for 02 and 07)",
+BUDGETS = {"smoke": "<= 30 s on 2 CPU cores", "cpu": "<= 4 min on 2 CPU cores (6 for 02, 06 and 07)",
            "gpu": "<= 10 min on a Colab T4"}
 
 

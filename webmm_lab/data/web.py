@@ -178,11 +178,11 @@ def build_web(n: int = 6000, seed: int = 0, resolution: int = 32,
 
 
 def clean_pairs(n: int, seed: int, resolution: int = 32, held_out: set[tuple[str, str]] = frozenset(),
-                split: str = "train") -> tuple[torch.Tensor, list[str], list[Scene]]:
+                split: str = "train", objects: list[str] | None = None) -> tuple[torch.Tensor, list[str], list[Scene]]:
     """`n` right pairs, not from the web (a curated seed set, validation or test): images (n, 3,
     R, R) uint8 on textured backgrounds as the web's, captions, scenes. split="test": only
-    `held_out` pairs."""
-    scenes = sample_scenes(n, seed=seed, held_out=held_out, split=split)
+    `held_out` pairs; `objects`: only these shapes."""
+    scenes = sample_scenes(n, seed=seed, held_out=held_out, split=split, objects=objects)
     rng = np.random.default_rng(seed)
     images = render(scenes, resolution, background="noise", seed=seed + 1)
     return (images * 255).round().to(torch.uint8), [caption(s, rng) for s in scenes], scenes

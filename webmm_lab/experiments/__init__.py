@@ -6,7 +6,9 @@ nothing below them imports an experiment.
     igpt.py     notebook 03: Image GPT on a palette of colours, completions, linear probes
     musenet.py  notebook 04: scores as tokens, composing in a style, a judge of style
     jukebox.py  notebook 05: rendered audio, three VQ-VAEs, a conditioned prior and upsamplers
+    dalle.py    notebook 06: image tokenizers, DALL·E's transformer, sampling, CLIP reranking, a judge
     clip.py     notebook 07: CLIP on the synthetic world, zero-shot evaluation
+    web.py      notebook 08: filtering a mini web, equal compute, accumulation, prompt search, distillation
 """
 from __future__ import annotations
 

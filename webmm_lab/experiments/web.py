@@ -360,8 +360,8 @@ def search_templates(score, words: list[str], beam: int = 4, length: int = 3,
         grown = {f"{w} {t}" for t in frontier for w in words} | {f"{t} {w}" for t in frontier for w in words}
         for t in grown - set(scored):
             scored[t] = score(t)
-        frontier = sorted(grown, key=lambda t: -scored[t])[:beam]
-    return sorted(scored.items(), key=lambda kv: -kv[1])
+        frontier = sorted(grown, key=lambda t: (-scored[t], t))[:beam]           # ties: alphabetical
+    return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 # ------------------------------------------------------------------ distillation

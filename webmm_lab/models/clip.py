@@ -61,8 +61,6 @@ def zero_shot_weights(encode_texts: Callable[[list[str]], torch.Tensor], classna
     """
     if not templates or not all("{}" in t for t in templates):
         raise ValueError(f"every template needs a '{{}}' for the class name, got {templates!r}")
-    columns = []
-    for name in classnames:
-        emb = F.normalize(encode_texts([t.format(name) for t in templates]), dim=-1)   # (n_t, D)
-        columns.append(F.normalize(emb.mean(0), dim=-1))
-    return torch.stack(columns, dim=1)                                              # (D, C)
+    texts = [t.format(name) for name in classnames for t in templates]            # one call: C * n_t texts
+    emb = F.normalize(encode_texts(texts), dim=-1).view(len(classnames), len(templates), -1)   # (C, n_t, D)
+    return F.normalize(emb.mean(1), dim=-1).T                                       # (D, C)
