@@ -288,3 +288,15 @@ def test_soften_blurs_and_noises_within_range():
     assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, soften(x, torch.Generator().manual_seed(0)))
     assert not torch.equal(a, soften(x, torch.Generator().manual_seed(1)))
+
+
+def test_sampling_without_the_cache_gives_the_same_greedy_codes():
+    m = small_dalle()
+    text = m.pad_text(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([3, 2]))
+    assert torch.equal(m.generate(text, temperature=0), m.generate(text, temperature=0, use_cache=False))
+
+
+def test_dalle_benchmark_reports_training_and_sampling():
+    from webmm_lab.bench import bench_dalle
+    r = bench_dalle(batch=2, device=torch.device("cpu"), repeat=1)
+    assert set(r) == {"step", "cached", "uncached"} and all(v > 0 for v in r.values())

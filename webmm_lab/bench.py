@@ -1,5 +1,6 @@
 """Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`,
-`python -m webmm_lab.bench clip [--batches 16 128]` and `python -m webmm_lab.bench vqvae [--widths 16 32]`.
+`python -m webmm_lab.bench clip [--batches 16 128]`, `python -m webmm_lab.bench vqvae [--widths 16 32]`
+and `python -m webmm_lab.bench dalle [--batches 16 128]`.
 
 gpt:  for each preset, training throughput (tokens/s), the FLOP/s it achieves (6·N per token
       for the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's
@@ -9,6 +10,8 @@ clip: milliseconds per training step of notebook 07's CLIP (cpu sizes) for each 
 vqvae: milliseconds per training step of notebook 05's three-level VQ-VAE for each width, the
       milliseconds its spectral losses (forward and backward) take, and how many seconds of
       audio per second it encodes.
+dalle: notebook 06's transformer (cpu sizes): milliseconds per training step, and images per
+      second when sampling a batch of captions' 64 image codes, with the KV cache and without.
 """
 from __future__ import annotations
 
@@ -152,9 +155,36 @@ def bench_vqvae(width: int, device: torch.device, batch: int = 16, crop: int = 4
     return {"step": step_ms, "spectral": spec, "audio s/s": 4 * 65536 / setup.sample_rate / (enc_ms / 1000)}
 
 
+def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, float]:
+    """Notebook 06's DALL·E at its cpu sizes: training step (ms) and sampling rate (images/s)."""
+    from .experiments.dalle import DalleSetup, weighted_loss
+    from .models.dalle import DALLE
+    torch.manual_seed(0)
+    s = DalleSetup()
+    model = DALLE(512, s.text_len, s.codebook, s.grid, s.layers, s.heads, s.width).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    text = model.pad_text(torch.randint(512, (batch, 8)), torch.full((batch,), 8)).to(device)
+    codes = torch.randint(s.codebook, (batch, s.grid, s.grid), device=device)
+
+    def step():
+        with autocast(device):
+            loss = weighted_loss(*model(text, codes))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()
+    step_ms = _median_ms(step, repeat, device)
+    rate = {}
+    for cache in (True, False):
+        model.generate(text, use_cache=cache)
+        ms = _median_ms(lambda: model.generate(text, use_cache=cache), max(1, repeat // 2), device)
+        rate[cache] = 1000 * batch / ms
+    return {"step": step_ms, "cached": rate[True], "uncached": rate[False]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webmm_lab.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["gpt", "clip", "vqvae"])
+    parser.add_argument("what", choices=["gpt", "clip", "vqvae", "dalle"])
     parser.add_argument("--device", default=None)
     parser.add_argument("--presets", nargs="+", default=["nano", "micro", "mini"])
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 128])
@@ -168,6 +198,15 @@ def main(argv: list[str] | None = None) -> None:
         for w in args.widths:
             r = bench_vqvae(w, device)
             print(f"{w:>6} {r['step']:>8.0f} {r['spectral']:>14.0f} {r['audio s/s']:>19.0f}")
+        return
+    if args.what == "dalle":
+        print(f"device {device}, {torch.get_num_threads()} threads; notebook 06's DALL·E at cpu sizes "
+              "(a caption of 18 tokens, then 64 image codes)")
+        print(f"{'batch':>6} {'train step ms':>14} {'sampled images/s, KV cache':>27} {'without':>9} {'speed-up':>9}")
+        for b in args.batches:
+            r = bench_dalle(b, device)
+            print(f"{b:>6} {r['step']:>14.0f} {r['cached']:>27.0f} {r['uncached']:>9.0f} "
+                  f"{r['cached'] / r['uncached']:>8.1f}x")
         return
     if args.what == "clip":
         print(f"device {device}, {torch.get_num_threads()} threads; CLIP at notebook 07's cpu sizes "

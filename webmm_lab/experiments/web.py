@@ -349,16 +349,18 @@ def template_scorer(model: CLIP, world: ClipWorld, images: torch.Tensor, labels:
     return score
 
 
-def search_templates(score, words: list[str], beam: int = 4, length: int = 3,
-                     start: str = "{}") -> list[tuple[str, float]]:
+def search_templates(score, words: list[str], beam: int = 4, length: int = 3, start: str = "{}",
+                     progress: bool = False) -> list[tuple[str, float]]:
     """Beam search over templates: from `start`, grow each of the `beam` best templates by one of
     `words` before or after it, keep the `beam` best of all of them by `score(template)`
     (higher is better), up to `length` added words. Returns every template scored, best first."""
+    from tqdm.auto import tqdm
     scored = {start: score(start)}
     frontier = [start]
-    for _ in range(length):
+    for level in range(length):
         grown = {f"{w} {t}" for t in frontier for w in words} | {f"{t} {w}" for t in frontier for w in words}
-        for t in grown - set(scored):
+        for t in tqdm(sorted(grown - set(scored)), desc=f"templates of {level + 1} added words",
+                      disable=not progress, leave=False):
             scored[t] = score(t)
         frontier = sorted(grown, key=lambda t: (-scored[t], t))[:beam]           # ties: alphabetical
     return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -121,14 +121,16 @@ class DALLE(nn.Module):
 
     @torch.inference_mode()
     def generate(self, text: torch.Tensor, prefix: torch.Tensor | None = None, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
         """Image codes (B, grid, grid) for captions `text` (B, L), in one batched KV-cached call.
         prefix: the first image codes (B, P) in raster order, given (an image prompt: the top
-        rows of an image); the model draws the rest. Caption ids are never sampled."""
+        rows of an image); the model draws the rest. Caption ids are never sampled.
+        use_cache=False recomputes every earlier position at every step (for comparison)."""
         B, N = text.shape[0], self.grid * self.grid
         prompt = text if prefix is None else torch.cat([text, prefix + self.image_offset], 1)
         new = N - (prompt.shape[1] - self.text_len)
         extra = self.image_extra(B, self.text_len + N - 1, text.device)
         out = self.gpt.generate(prompt, new, temperature=temperature, top_k=top_k, generator=generator,
-                                suppress=list(range(self.image_offset)), extra=extra)
+                                suppress=list(range(self.image_offset)), extra=extra, use_cache=use_cache)
         return (out[:, self.text_len:] - self.image_offset).view(B, self.grid, self.grid)
