@@ -60,14 +60,14 @@ class DalleSetup:
     layers: int = 3
     heads: int = 4
     width: int = 128
-    steps: int = 1000
+    steps: int = 900
     batch: int = 32
     lr: float = 2e-3
-    clip_steps: int = 600          # notebook 07's recipe, on softened images (see DalleWorld)
+    clip_steps: int = 450          # notebook 07's recipe, on softened images (see DalleWorld)
     clip_batch: int = 128
     judge_scenes: int = 6000
     judge_width: int = 24
-    judge_steps: int = 600
+    judge_steps: int = 500
     judge_batch: int = 64
     seed: int = 0
 
