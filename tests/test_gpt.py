@@ -9,7 +9,7 @@ from webmm_lab.data.tasks import TASKS, demo, random_words, real_words, task_str
 from webmm_lab.experiments.gpt import choice_scores, choose, exact_match, few_shot_prompt, greedy_answers
 from webmm_lab.models.gpt import GPT, PRESETS, GPTConfig
 from webmm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
-from webmm_lab.data.tokenizers import BPETokenizer, CharTokenizer, merge_pair
+from webmm_lab.data.tokenizers import BPETokenizer, CharTokenizer, _chunks, merge_pair
 
 
 def tiny(vocab=50, block=32, **kw):
@@ -141,6 +141,19 @@ def test_bpe_learns_the_most_frequent_pair_first_and_merges_never_overlap():
     assert ids.tolist() == [256, 97, 98]
     ids, _ = merge_pair(np.array([1, 2, 1, 2]), np.array([0, 0, 1, 1]), (2, 1), 9)
     assert ids.tolist() == [1, 2, 1, 2]               # never across a chunk boundary
+
+
+def test_bpe_chunk_by_chunk_encoding_equals_every_merge_in_order():
+    text = open(__file__, encoding="utf-8").read()[:20000] + " 한국어 aaaa aaaaa" * 50
+    bpe = BPETokenizer.train(text, 400)
+    rng = random.Random(1)
+    samples = [text[i:i + rng.randint(0, 300)] for i in (rng.randrange(len(text)) for _ in range(300))]
+    samples += [random_unicode(rng, rng.randint(0, 60)) for _ in range(100)] + ["aaaaaaa", "aaa aaaaa"]
+    for s in samples:
+        assert bpe.encode(s) == bpe._encode_arrays(s), s      # short texts take the chunk path
+        assert bpe.encode(s) == bpe.encode(s)                 # and again from the chunk cache
+    long = text[:5000]                                        # a long text takes the array path
+    assert bpe.encode(long) == [i for piece in _chunks(long) for i in bpe._encode_chunk(piece)]
 
 
 def test_char_tokenizer_refuses_unknown_characters():

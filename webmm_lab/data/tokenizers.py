@@ -71,13 +71,18 @@ def merge_pair(ids: np.ndarray, chunk: np.ndarray, pair: tuple[int, int], new_id
     return ids[keep], chunk[keep]
 
 
-def _to_arrays(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """The UTF-8 bytes of `text` and, for each byte, the number of its pre-tokenisation chunk."""
+def _chunks(text: str) -> list[bytes]:
+    """The UTF-8 bytes of each pre-tokenisation chunk of `text` (merges never cross chunks)."""
     try:
-        chunks = [c.encode("utf-8") for c in CHUNK.findall(text)]
+        return [c.encode("utf-8") for c in CHUNK.findall(text)]
     except UnicodeEncodeError as e:
         raise ValueError(f"text is not valid Unicode ({e.reason} at {e.start}): lone surrogates "
                          "cannot be written as UTF-8 bytes") from None
+
+
+def _to_arrays(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of `text` and, for each byte, the number of its pre-tokenisation chunk."""
+    chunks = _chunks(text)
     ids = np.frombuffer(b"".join(chunks), dtype=np.uint8).astype(np.int64)
     chunk = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])
     return ids, chunk
@@ -91,6 +96,8 @@ class BPETokenizer:
         self.vocab = [bytes([b]) for b in range(256)]
         for a, b in self.merges:
             self.vocab.append(self.vocab[a] + self.vocab[b])
+        self._rank = {m: r for r, m in enumerate(self.merges)}   # pair -> its merge's rank
+        self._chunk_ids: dict[bytes, list[int]] = {}             # each chunk's ids, once computed
 
     @property
     def vocab_size(self) -> int:
@@ -120,13 +127,44 @@ class BPETokenizer:
         return cls(merges)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`: its bytes with every learned merge applied, in the order learned."""
+        """Token ids of `text`: its bytes with every learned merge applied, in the order learned.
+        Short texts (captions) go chunk by chunk, each chunk's ids remembered: merges never
+        cross chunks, so the result is the same, and a caption's words are encoded once."""
+        if len(text) <= 512:
+            return [i for piece in _chunks(text) for i in self._encode_chunk(piece)]
+        return self._encode_arrays(text)
+
+    def _encode_arrays(self, text: str) -> list[int]:
+        """A long text's ids: every merge in the order learned, over the whole text at once."""
         ids, chunk = _to_arrays(text)
         for rank, pair in enumerate(self.merges):
             if len(ids) < 2:
                 break
             ids, chunk = merge_pair(ids, chunk, pair, 256 + rank)
         return ids.tolist()
+
+    def _encode_chunk(self, piece: bytes) -> list[int]:
+        """One chunk's ids: merge the lowest-ranked pair present, all its occurrences left to
+        right, until none is a merge (the same as applying every merge in order: a merge only
+        makes pairs that hold its new id, which earlier merges do not)."""
+        if piece in self._chunk_ids:
+            return self._chunk_ids[piece]
+        ids, none = list(piece), len(self.merges)
+        while len(ids) > 1:
+            r = min(self._rank.get(p, none) for p in zip(ids, ids[1:]))
+            if r == none:
+                break
+            pair, out, i = self.merges[r], [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                    out.append(256 + r)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        self._chunk_ids[piece] = ids
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of token ids (a cut inside a multi-byte character shows as U+FFFD)."""
