@@ -150,8 +150,9 @@ def test_bpe_chunk_by_chunk_encoding_equals_every_merge_in_order():
     samples = [text[i:i + rng.randint(0, 300)] for i in (rng.randrange(len(text)) for _ in range(300))]
     samples += [random_unicode(rng, rng.randint(0, 60)) for _ in range(100)] + ["aaaaaaa", "aaa aaaaa"]
     for s in samples:
-        assert bpe.encode(s) == bpe._encode_arrays(s), s      # short texts take the chunk path
-        assert bpe.encode(s) == bpe.encode(s)                 # and again from the chunk cache
+        whole = bpe._encode_arrays(s)
+        assert bpe.encode(s) == whole, s                      # short texts take the chunk path
+        assert bpe.encode(s) == whole, s                      # and again, from the chunk cache
     long = text[:5000]                                        # a long text takes the array path
     assert bpe.encode(long) == [i for piece in _chunks(long) for i in bpe._encode_chunk(piece)]
 
