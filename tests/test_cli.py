@@ -75,3 +75,89 @@ def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monk
     claim, threads = data["claims"]
     assert claim["values"] == {"seed 0": 0, "seed 1": 1, "seed 2": 2, "seed 0, 1 thread": 0}
     assert threads["values"]["seed 0, 1 thread"] == 1
+
+
+def test_store_refuses_smoke_and_record_mode(tmp_path, monkeypatch):
+    root = make_course(tmp_path)
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit):
+        main(["run", "00", "--profile", "smoke", "--store"])
+    monkeypatch.setenv("WEBMM_CLAIMS", "record")
+    with pytest.raises(SystemExit):
+        main(["run", "00", "--profile", "cpu", "--store"])
+
+
+def test_every_seed_run_starts_from_an_empty_results_folder(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "course"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname='x'\n")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0")]),
+                   root / "notebooks" / "00_dies.ipynb")
+    monkeypatch.chdir(root)
+    results = tmp_path / "results"
+    monkeypatch.setenv("WEBMM_RESULTS", str(results))
+    old = results / "seeds" / "00_dies" / "seed-0"               # an earlier run's passed claim
+    old.mkdir(parents=True)
+    (old / "00_dies.json").write_text('{"notebook": "00_dies", "claims": [{"notebook": "00_dies", '
+        '"name": "x", "measured": 1.0, "target": 0.5, "compare": ">=", "kind": "claim", '
+        '"status": "pass", "profile": "cpu"}]}')
+    assert main(["run", "00", "--profile", "cpu", "--seeds", "0", "--no-one-thread"]) == 0
+    data = __import__("json").loads((results / "00_dies.spread.json").read_text())
+    assert data["claims"] == []                                   # the stale claim is gone
+    assert not (old / "00_dies.json").exists()
+
+
+def test_a_cell_past_its_time_limit_or_a_dead_kernel_is_reported_not_raised(tmp_path):
+    from webmm_lab.cli import run_notebook
+    books = tmp_path / "nb"
+    books.mkdir()
+    for name, code in [("00_slow", "import time\ntime.sleep(30)"), ("01_dies", "import os\nos._exit(3)")]:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                                       nbformat.v4.new_code_cell(code)]),
+                       books / f"{name}.ipynb")
+    ok, _, error = run_notebook(books / "00_slow.ipynb", "smoke", tmp_path / "out", cell_timeout=2)
+    assert not ok and "Timeout" in error
+    assert (tmp_path / "out" / "00_slow.ipynb").exists()          # the executed copy is written
+    ok, _, error = run_notebook(books / "01_dies.ipynb", "smoke", tmp_path / "out", cell_timeout=20)
+    assert not ok and "Dead" in error
+    assert (tmp_path / "out" / "01_dies.ipynb").exists()
+
+
+def test_results_stale_lists_notebooks_stored_before_a_package_change(tmp_path, monkeypatch, capsys):
+    from webmm_lab.provenance import file_digest, module_file
+    root = make_course(tmp_path)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("webmm_lab.cli.load_spread", lambda name: None)
+    books = root / "notebooks"
+    now = {"webmm_lab.claims": file_digest(module_file("webmm_lab.claims"))}
+    for name, code in [("00_tiny", now), ("01_broken", {"webmm_lab.claims": "0" * 16})]:
+        nb = nbformat.read(books / f"{name}.ipynb", as_version=4)
+        nb.metadata["webmm_lab"] = {"code": code}
+        nbformat.write(nb, books / f"{name}.ipynb")
+    assert main(["results", "--stale"]) == 1
+    out = capsys.readouterr().out
+    assert "01_broken: stored outputs predate changes to webmm_lab.claims" in out
+    assert "00_tiny: stored outputs" not in out
+    assert "00_tiny: stored spread predate changes to no record" in out
+
+
+def test_store_records_the_code_a_notebook_ran(tmp_path, monkeypatch):
+    root = make_course(tmp_path)
+    monkeypatch.chdir(root)
+    code = "from webmm_lab import Claims\nClaims('00_tiny').check('one', 1.0, 0.5)"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]),
+                   root / "notebooks" / "00_tiny.ipynb")
+    assert main(["run", "00", "--profile", "cpu", "--store"]) == 0
+    meta = nbformat.read(root / "notebooks" / "00_tiny.ipynb", as_version=4).metadata["webmm_lab"]
+    assert "webmm_lab.claims" in meta["code"] and meta["profile"] == "cpu" and meta["machine"]["torch"]
+
+
+def test_train_commands_write_their_model_to_the_results_folder(tmp_path, monkeypatch):
+    from webmm_lab.experiments import parse_setup, setup_parser
+    from webmm_lab.experiments.gpt import GptSetup
+    monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path / "elsewhere"))
+    parser = setup_parser("t", "d", GptSetup(), {"lr": "s"}, out="gpt.pt")
+    _, args = parse_setup(parser, GptSetup(), [])
+    assert args.out == str(tmp_path / "elsewhere" / "gpt.pt")
+    _, args = parse_setup(parser, GptSetup(), ["--out", "x.pt"])
+    assert args.out == "x.pt"

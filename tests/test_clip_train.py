@@ -79,7 +79,14 @@ def test_training_runs_and_predictions_stay_in_the_allowed_classes(world):
     images, _ = eval_set(SMALL, "seen", 10)
     allowed = [0, 5, 7]
     assert set(predict(model, world, images, classes=allowed).tolist()) <= set(allowed)
-    assert predict(model, world, images, ["a {}", "a photo of a {}"]).shape == (10,)
+    both = ["a {}", "a photo of a {}"]
+    best = predict(model, world, images, both)
+    assert best.shape == (10,)
+    # each class's weights do not depend on the others: the winner among all 48 classes still
+    # wins against any one rival
+    for i, c in enumerate(best.tolist()):
+        rival = (c + 1 + i) % 48
+        assert predict(model, world, images[i:i + 1], both, classes=[rival, c]).item() == c
     # the run's own batch size, not the world's (16 does not split into chunks of 3)
     train_clip(build_clip(SMALL, world), world, replace(SMALL, batch=6, chunk=3, steps=1),
                device="cpu", progress=False)

@@ -235,8 +235,14 @@ def test_rerank_gain_and_unigram():
 def test_world_captions_fit_the_model(world):
     model = build_dalle(TINY, world)
     rng = np.random.default_rng(0)
-    text = text_batch(model, world, [caption(s, rng) for s in world.scenes])
+    captions = [caption(s, rng) for s in world.scenes]
+    text = text_batch(model, world, captions)
     assert text.shape == (len(world.scenes), TINY.text_len)
+    from webmm_lab.experiments.clip import END
+    for row, c in zip(text[:50], captions):             # each row: the caption's ids, then paddings
+        ids = row[row < model.text_vocab].tolist()
+        assert world.tokenizer.decode(ids) == c + END
+        assert (row[len(ids):] == model.text_vocab + torch.arange(len(ids), TINY.text_len)).all()
 
 
 def test_clip_batches_are_softened_renders_with_their_captions(world):

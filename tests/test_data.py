@@ -119,6 +119,20 @@ def test_no_download_when_the_profile_forbids_it(tmp_path, capsys):
     assert "downloads are off" in capsys.readouterr().out
 
 
+def test_no_download_when_the_profile_forbids_it_even_for_a_corrupt_cache(server, tmp_path, capsys):
+    www, url = server
+    images, files = fake_mnist(www)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in files:
+        (cache / name).write_bytes(b"damaged")                  # the right names, the wrong bytes
+    ds = load_mnist("test", root=cache, mirrors=[url], files=files, download_ok=False)
+    assert ds.name == "digits"
+    assert "is corrupt (wrong sha256" in capsys.readouterr().out
+    assert all((cache / name).read_bytes() == b"damaged" for name in files)   # nothing fetched
+    assert load_mnist("test", root=cache, mirrors=[url], files=files).name == "mnist"  # allowed: fetched
+
+
 def test_read_idx_refuses_other_files(tmp_path):
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + b"\x00\x00\x00\x02" + b"xx"))

@@ -23,9 +23,13 @@ def test_unknown_profile_is_a_clear_error(monkeypatch):
         pick(**SIZES)
 
 
-def test_default_profile_follows_cuda(monkeypatch):
+@pytest.mark.parametrize("cuda, expected", [(True, "gpu"), (False, "cpu")])
+def test_default_profile_follows_cuda(monkeypatch, cuda, expected):
     monkeypatch.delenv("WEBMM_PROFILE")
-    assert active_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert active_profile() == expected
+    monkeypatch.setenv("WEBMM_PROFILE", " Smoke ")          # set, it wins, however written
+    assert active_profile() == "smoke"
 
 
 def test_every_profile_must_give_every_key():

@@ -112,6 +112,33 @@ def test_mismatched_checkpoint_names_the_difference():
         train(model, loss_fn, batches, run="mm", **{**KW, "lr": 0.5})
 
 
+def test_a_changed_setup_or_data_set_never_reloads_an_old_model():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Setup:
+        width: int = 32
+        temperature: float = 0.5
+
+    model, loss_fn, batches = make_problem()
+    train(model, loss_fn, batches, run="fp", stop_after=5, setup=Setup(), **KW)
+    with pytest.raises(CheckpointError, match="setting 'setup'.*temperature=0.1"):
+        train(model, loss_fn, batches, run="fp", setup=Setup(temperature=0.1), **KW)
+    other = make_problem(seed=3)[2]                                  # same shapes, other data
+    with pytest.raises(CheckpointError, match="setting 'data'"):
+        train(model, loss_fn, other, run="fp", setup=Setup(), **KW)
+    assert train(model, loss_fn, batches, run="fp", setup=Setup(), **KW).resumed_from == 5
+
+
+def test_the_data_digest_ignores_last_bit_noise_but_not_a_changed_value():
+    from webmm_lab.checkpoint import data_digest
+    x = torch.linspace(0, 1, 100)
+    batch = (x, {"ids": torch.arange(5), "name": "a"})
+    assert data_digest(batch) == data_digest((x + 1e-7, {"ids": torch.arange(5), "name": "a"}))
+    assert data_digest(batch) != data_digest((x, {"ids": torch.arange(5) + 1, "name": "a"}))
+    assert data_digest(batch) != data_digest((x * 1.01, {"ids": torch.arange(5), "name": "a"}))
+
+
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint({"w": torch.arange(3)}, path)

@@ -68,7 +68,9 @@ def test_quantizer_works_on_1d_and_2d_grids_and_passes_gradients_straight_throug
     assert torch.allclose(out.quantized, vq.decode(out.codes))           # the codes' vectors going forward
     (out.quantized * torch.arange(z.numel()).view(shape)).sum().backward()
     assert torch.equal(z.grad, torch.arange(z.numel()).view(shape).float())   # gradient unchanged
-    assert 1 <= out.perplexity.item() <= 32 + 1e-3
+    n = torch.bincount(out.codes.flatten(), minlength=32).float()
+    p = n[n > 0] / n.sum()
+    assert out.perplexity.item() == pytest.approx((-(p * p.log()).sum()).exp().item(), rel=1e-4)
     q = torch.randn(3, 4, requires_grad=True)
     x = torch.randn(3, 4, requires_grad=True)
     straight_through(x, q).sum().backward()
@@ -171,9 +173,27 @@ def test_rendered_audio_is_cached_and_a_corrupt_cache_is_rendered_again(tmp_path
     assert np.abs(a.waves - b.waves).max() < 1e-4
     cache.write_bytes(b"not a zip file")
     c = load_audio("val", per_style=1, seconds=0.5, progress=False)
-    assert "unreadable" in capsys.readouterr().out and np.abs(a.waves - c.waves).max() < 1e-4
+    assert "unusable" in capsys.readouterr().out and np.abs(a.waves - c.waves).max() < 1e-4
+    np.savez(cache, pcm=np.zeros((9, 4000), np.int16), style=a.style, timbre=a.timbre,
+             names=np.array(a.names))                            # readable, but half the length
+    d = load_audio("val", per_style=1, seconds=0.5, progress=False)
+    assert "expected int16 (clips, 8000)" in capsys.readouterr().out and np.abs(a.waves - d.waves).max() < 1e-4
+    np.savez(cache, pcm=(a.waves * 32767).astype(np.float32), style=a.style, timbre=a.timbre,
+             names=np.array(a.names))                            # the wrong dtype
+    load_audio("val", per_style=1, seconds=0.5, progress=False)
+    assert "unusable" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "audio").iterdir()] == [cache.name]    # no temporary files
     with pytest.raises(ValueError, match="unknown timbre"):
         load_audio("val", timbres=("kazoo",))
+
+
+def test_the_audio_cache_follows_the_renderers_version(tmp_path, monkeypatch):
+    from webmm_lab.data import audio
+    monkeypatch.setenv("WEBMM_DATA", str(tmp_path))
+    load_audio("val", per_style=1, seconds=0.25, progress=False)
+    monkeypatch.setattr(audio, "RENDERER_VERSION", audio.RENDERER_VERSION + 1)
+    load_audio("val", per_style=1, seconds=0.25, progress=False)
+    assert len(list((tmp_path / "audio").glob("*.npz"))) == 2           # a new key, a new render
 
 
 def test_the_whole_pipeline_runs_on_tiny_sizes(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from webmm_lab.data.shards import read_shards, write_shards
+from webmm_lab.data.shards import ShardError, read_shards, write_shards
 from webmm_lab.data.web import (BLOCKED_FORMS, BLOCKLIST, KINDS, MIXTURE, NEAR_MISSES, blocked_form, build_web,
                                 clean_pairs, edit_duplicate)
 from webmm_lab.data.world import caption
@@ -127,6 +127,24 @@ def test_shards_round_trip(tmp_path, web):
         write_shards(web.images[:2].float(), web.captions[:2], tmp_path)
 
 
+def test_a_corrupt_shard_or_image_names_the_file_and_what_to_do(tmp_path, web):
+    import io
+    import tarfile
+    paths = write_shards(web.images[:20], web.captions[:20], tmp_path, per_shard=10)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 3])                         # truncated mid-file
+    with pytest.raises(ShardError, match=f"shard {paths[1]} is corrupt or truncated.*write_shards"):
+        list(read_shards(paths))
+    bad = tmp_path / "bad-000000.tar"
+    with tarfile.open(bad, "w") as tar:
+        for name, payload in [("00000001.png", b"not a png"), ("00000001.txt", b"a red circle")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(ShardError, match=f"sample 00000001 in shard {bad}: its image or caption is corrupt"):
+        list(read_shards([bad]))
+
+
 def test_accumulation_equals_a_big_batch_for_cross_entropy_only():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 5))
@@ -157,8 +175,12 @@ def test_pair_world_trains_clip_and_scores_pairs():
     assert images_b.shape == (16, 3, 32, 32) and ids.shape[0] == 16
     model = build_clip(setup, world)
     train_clip(model, world, setup, progress=False)
-    s = pair_scores(model, world, images, texts)
-    assert s.shape == (40,) and (s.abs() <= 1 + 1e-5).all()
+    s = pair_scores(model, world, images, texts, batch=16)
+    with torch.no_grad():
+        img = model.eval().encode_image(images.float() / 255)
+        txt = world.encode_texts(model, texts)
+    by_hand = torch.nn.functional.cosine_similarity(img, txt)          # each image with its own caption
+    assert s.shape == (40,) and torch.allclose(s, by_hand, atol=1e-5)
     assert contrastive_loss(model, world, images, texts, batch=16) > 0
     with pytest.raises(ValueError, match="at least"):
         contrastive_loss(model, world, images[:5], texts[:5], batch=16)

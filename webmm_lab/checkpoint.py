@@ -2,9 +2,11 @@
 and checked against the run that wants them, with errors that say what to do."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,8 +48,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def data_digest(batch: Any) -> str:
+    """A short digest of a batch (tensors, nested in tuples, lists or dicts; anything else by
+    repr): what `train` fingerprints of its data, so a changed data set never reloads an old
+    model. Floats are rounded to 1/1024 first, so a GPU's last-bit noise does not count."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu()
+            if x.is_floating_point():
+                x = (x.float() * 1024).round().long()
+            h.update(repr((str(x.dtype), tuple(x.shape))).encode())
+            h.update(x.contiguous().numpy().tobytes())
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                feed(v)
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                feed(x[k])
+        else:
+            h.update(repr(x).encode())
+    feed(batch)
+    return h.hexdigest()[:16]
+
+
 def fingerprint(model: torch.nn.Module, **settings) -> dict:
-    """What must match for a checkpoint to belong to a run: parameter shapes and run settings."""
+    """What must match for a checkpoint to belong to a run: parameter shapes and run settings
+    (`train` includes the experiment's setup and a digest of its first batch)."""
     shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
     return {"shapes": shapes, "settings": {k: repr(v) for k, v in sorted(settings.items())}}
 

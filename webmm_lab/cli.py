@@ -5,6 +5,7 @@
     webmm-lab run 07 --profile gpu --dry-run   # every cell at gpu sizes, 2 training steps a call
     webmm-lab run 01 --profile cpu --seeds 0-4 # once per seed and once on one thread: the spread
     webmm-lab results                     # every recorded claim, as a table
+    webmm-lab results --stale             # notebooks whose stored outputs predate package changes
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
     webmm-lab music build                 # re-parse music21's corpus into the shipped note file
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .claims import SPREADS, format_spread, format_table, load_results, spread
+from .claims import SPREADS, format_spread, format_table, load_code, load_results, load_spread, spread
 from .paths import course_root, results_dir
 from .profiles import PROFILES
 
@@ -60,7 +61,10 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
                  store: bool = False, env: dict[str, str] | None = None) -> tuple[bool, float, str]:
     """Execute `path` top to bottom in a fresh kernel; write the executed copy to `out_dir`.
 
-    Returns (ok, seconds, error summary). With `store`, also writes the outputs back to `path`.
+    Returns (ok, seconds, error summary); any failure (a cell's error, a cell past its time
+    limit, a kernel that dies) is reported, never raised, and the executed copy is written
+    anyway. With `store`, a clean run's outputs are written back to `path`, with the package
+    modules it ran and where (notebook metadata "webmm_lab"; see `webmm-lab results --stale`).
     `env` adds environment variables for the kernel.
     """
     import nbformat
@@ -77,12 +81,37 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
         client.execute(env=env)
     except CellExecutionError as e:
         error = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+    except Exception as e:       # a cell past its timeout, a dead kernel, a kernel that never started
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     if store and not error:
+        from .provenance import machine
+        nb.metadata["webmm_lab"] = {"profile": profile, "seconds": round(seconds, 1),
+                                    "stored": time.strftime("%Y-%m-%d"), "machine": machine(),
+                                    "threads": env.get("OMP_NUM_THREADS", "all"),
+                                    "code": load_code(out_dir, path.stem)}
         nbformat.write(nb, path)
     return not error, seconds, error
+
+
+def stale_notebooks(folder: Path) -> list[tuple[str, str, list[str]]]:
+    """Notebooks in `folder` whose stored outputs or stored spread predate a change to the
+    package code they ran: (notebook, 'outputs' | 'spread', changed modules). A notebook stored
+    without that record counts as stale, with 'no record' as its reason."""
+    from .provenance import stale_modules
+    import nbformat
+    out = []
+    for book in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        meta = nbformat.read(book, as_version=4).metadata.get("webmm_lab", {})
+        sp = load_spread(book.stem) or {}
+        for what, code in (("outputs", meta.get("code")), ("spread", sp.get("code"))):
+            if not code:
+                out.append((book.stem, what, ["no record"]))
+            elif changed := stale_modules(code):
+                out.append((book.stem, what, changed))
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -107,16 +136,19 @@ def run_seeds(book: Path, profile: str, out: Path, seeds: list[int], one_thread:
     if one_thread:
         runs[f"seed {seeds[0]}, 1 thread"] = {"WEBMM_SEED": str(seeds[0]), "OMP_NUM_THREADS": "1",
                                                "MKL_NUM_THREADS": "1"}
-    claims, seconds = {}, {}
+    from .provenance import machine
+    claims, seconds, threads, code = {}, {}, {}, {}
     for label, extra in runs.items():
         folder = out / "seeds" / book.stem / label.replace(", ", "-").replace(" ", "-")
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)    # measure, never reload
+        shutil.rmtree(folder, ignore_errors=True)    # measure afresh: no old claims, no checkpoints
         print(f"running {book.name} (profile {profile}, {label}) ...", flush=True)
         ok, secs, error = run_notebook(book, profile, folder, cell_timeout, False,
                                        {**env, **extra, "WEBMM_CLAIMS": "record"})
         print(f"  {'ok' if ok else 'FAILED'} in {secs:.1f} s" + (f"\n  {error}" if error else ""), flush=True)
         claims[label], seconds[label] = load_results(folder, [book.stem]), round(secs, 1)
-    data = spread(book.stem, profile, claims, seconds)
+        threads[label] = extra.get("OMP_NUM_THREADS", env.get("OMP_NUM_THREADS", "all"))
+        code.update(load_code(folder, book.stem))
+    data = spread(book.stem, profile, claims, seconds, code=code, machine=machine(), threads=threads)
     text = json.dumps(data, indent=1)
     (out / f"{book.stem}.spread.json").write_text(text)
     if store:
@@ -151,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                        "the package (webmm_lab/spreads/): the notebook shows it under its claims")
     p_run.add_argument("--no-one-thread", action="store_true",
                        help="with --seeds: skip the extra run with OMP_NUM_THREADS=1")
-    sub.add_parser("results", help="print every recorded claim as a table")
+    p_res = sub.add_parser("results", help="print every recorded claim as a table")
+    p_res.add_argument("--stale", action="store_true",
+                       help="list the notebooks whose stored outputs or spread predate a change to "
+                       "the package code they ran")
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
@@ -170,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         root = _root()
         out = results_dir()
         env = {}
+        if args.store and profile == "smoke":
+            parser.error("--store keeps the cpu profile's outputs (or gpu's); smoke's tiny sizes "
+                         "are for tests: use --profile cpu")
+        if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
+            parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
         if args.dry_run is not None:
             if args.store:
                 parser.error("--store keeps real runs only; drop --dry-run or --store")
@@ -220,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
               f"({music.SHIPPED.stat().st_size / 1e3:.0f} kB); set SHIPPED_SHA256 = {digest!r}")
         return 0
     if args.cmd == "results":
+        if args.stale:
+            stale = stale_notebooks(_root() / "notebooks")
+            for book, what, changed in stale:
+                print(f"{book}: stored {what} predate changes to {', '.join(changed)}")
+            print("nothing stale" if not stale else
+                  "re-store with `webmm-lab run NN --profile cpu --store` (outputs) and "
+                  "`--seeds 0-4 --store` (spread)")
+            return 1 if stale else 0
         print(format_table(load_results()))
         return 0
     if args.cmd == "labs":

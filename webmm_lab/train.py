@@ -30,8 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (CheckpointError, check_fingerprint, fingerprint, load_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, check_fingerprint, data_digest, fingerprint,
+                         load_checkpoint, save_checkpoint)
 from .device import autocast, grad_scaler, pick_device
 from .distributed import rank_and_world, shard
 from .paths import checkpoint_dir
@@ -155,7 +155,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
           ckpt_seconds: float = 60.0, stop_after: int | None = None, seed: int = 0,
           after_step: Callable[[nn.Module], None] | None = None,
           device: torch.device | str | None = None, compile: bool = False,
-          progress: bool = True) -> History:
+          progress: bool = True, setup: Any = None) -> History:
     """Train `model` in place for `steps` optimizer steps and return its History.
 
     run:        a name to checkpoint under (see `checkpoint_path`) and resume from; None
@@ -166,6 +166,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                 and at the end; returns {"metric": value}.
     after_step: called as after_step(model) after every optimizer step (e.g. CLIP clamps its
                 logit scale there).
+    setup:      what else decides the weights (an experiment's setup dataclass): with the
+                settings above and a digest of the first batch (`data_digest(batch_fn(0))`),
+                it is the checkpoint's fingerprint, so a changed default or data set never
+                reloads an old model.
     `loss_fn` gets the model as it runs (wrapped in DDP under torchrun, compiled with
     `compile=True`); `eval_fn` and `after_step` get `model` itself.
     """
@@ -184,7 +188,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     dry = dry_run_steps()
     path = checkpoint_path(run, seed) if run else None
     fp = fingerprint(model, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                     betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed)
+                     betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed, setup=setup,
+                     data=data_digest(batch_fn(0)) if run else None)
 
     if path is not None and path.exists():
         state = load_checkpoint(path, map_location=device)

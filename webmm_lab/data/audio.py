@@ -14,6 +14,8 @@ per "artist" (`load_audio`: every piece in every timbre, cached).
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import wave as wavefile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ TIMBRES = {
 }
 VOICE_TIMBRES = {"soprano": "flute", "alto": "clarinet", "tenor": "organ", "bass": "strings",
                  "fiddle": "strings"}
+RENDERER_VERSION = 1   # raise it whenever `render` changes how notes sound: the audio cache follows
 
 
 def envelope(t: np.ndarray, held: np.ndarray, attack: float, decay: float, sustain: float,
@@ -145,21 +148,29 @@ def load_audio(split: str = "train", styles: tuple[str, ...] = STYLES,
                progress: bool = True) -> AudioSet:
     """The first `per_style` pieces of each style in `split` (`load_music`'s), each rendered in
     every timbre to exactly `seconds` of audio (shorter pieces padded with silence). Rendered
-    once and cached as 16-bit audio under the data folder (an unreadable cache is re-rendered)."""
+    once and cached as 16-bit audio under the data folder, keyed by these settings, the music
+file and the renderer's version; a cache of the wrong shape or dtype is rendered again."""
     for t in timbres:
         if t not in TIMBRES:
             raise ValueError(f"unknown timbre {t!r}; choose from {', '.join(TIMBRES)}")
     key = hashlib.sha256(repr((split, styles, timbres, per_style, seconds, tempo, sample_rate,
-                               SHIPPED_SHA256)).encode()).hexdigest()[:16]
+                               SHIPPED_SHA256, RENDERER_VERSION, TIMBRES, VOICE_TIMBRES)).encode()).hexdigest()[:16]
     cache = data_dir() / "audio" / f"{split}-{key}.npz"
     length = int(seconds * sample_rate)
     if cache.is_file():
         try:
-            with np.load(cache) as f:
-                return AudioSet(f["pcm"].astype(np.float32) / 32767, f["style"], f["timbre"],
-                                f["names"].tolist(), tuple(styles), tuple(timbres), sample_rate)
+            with np.load(cache, allow_pickle=False) as f:
+                pcm, style, timbre, names = f["pcm"], f["style"], f["timbre"], f["names"].tolist()
+            if (pcm.dtype != np.int16 or pcm.ndim != 2 or pcm.shape[1] != length
+                    or not len(pcm) == len(style) == len(timbre) == len(names) > 0
+                    or style.max() >= len(styles) or timbre.max() >= len(timbres)):
+                raise ValueError(f"it holds {pcm.dtype} audio of shape {pcm.shape}, expected int16 "
+                                 f"(clips, {length}) with a genre, artist and piece per clip")
+            return AudioSet(pcm.astype(np.float32) / 32767, style, timbre, names, tuple(styles),
+                            tuple(timbres), sample_rate)
         except Exception as e:
-            print(f"the audio cache {cache} is unreadable ({type(e).__name__}); rendering again")
+            print(f"the audio cache {cache} is unusable ({type(e).__name__}: {str(e)[:120]}); "
+                  "rendering again")
     music = load_music(split, styles)
     pieces = [p for s in styles for p in [q for q in music.pieces if q.style == s][:per_style]]
     if len(pieces) < per_style * len(styles):
@@ -174,8 +185,12 @@ def load_audio(split: str = "train", styles: tuple[str, ...] = STYLES,
     timbre = np.array([timbres.index(t) for _, t in jobs])
     names = [p.name for p, _ in jobs]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, pcm=pcm, style=style, timbre=timbre, names=np.array(names))
-    tmp.replace(cache)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, pcm=pcm, style=style, timbre=timbre, names=np.array(names))
+        os.replace(tmp, cache)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return AudioSet(pcm.astype(np.float32) / 32767, style, timbre, names, tuple(styles),
                     tuple(timbres), sample_rate)

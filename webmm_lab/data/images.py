@@ -13,7 +13,7 @@ import torch
 
 from ..paths import data_dir
 from ..profiles import dry_run_steps
-from .download import DownloadError, download
+from .download import DownloadError, download, sha256_of
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -118,10 +118,11 @@ def load_mnist(split: str = "train", download_ok: bool = True, fallback: bool = 
         paths = []
         for name in names:
             path = root / name
-            if not path.is_file() and not download_ok:
+            if not download_ok and not (path.is_file() and sha256_of(path) == files[name]):
                 where = str(root).replace(str(Path.home()), "~")
-                raise DownloadError(f"{name} is not in the cache {where} (downloads are off in "
-                                    "this profile)")
+                state = (f"in the cache {where} is corrupt (wrong sha256: delete it)"
+                         if path.is_file() else f"is not in the cache {where}")
+                raise DownloadError(f"{name} {state}; downloads are off in this profile")
             paths.append(download([m + name for m in mirrors], path, files[name]))
     except DownloadError as e:
         if not fallback:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +159,8 @@ def build_corpus(per_style: int = PER_STYLE, progress: bool = True) -> list[Piec
 # ---------------------------------------------------------------------------- the cached file
 
 def save_pieces(pieces: list[Piece], path: Path) -> str:
-    """Write pieces to one compressed .npz (atomically) and return its sha256."""
+    """Write pieces to one compressed .npz (atomically, through a uniquely named temporary file)
+    and return its sha256."""
     lengths = np.array([len(p.notes) for p in pieces], dtype=np.int64)
     buf = io.BytesIO()
     np.savez_compressed(buf, notes=np.concatenate([p.notes for p in pieces]), lengths=lengths,
@@ -165,37 +168,51 @@ def save_pieces(pieces: list[Piece], path: Path) -> str:
                         styles=np.array([p.style for p in pieces]))
     data = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return hashlib.sha256(data).hexdigest()
 
 
 def read_pieces(path: Path) -> list[Piece]:
-    """Read pieces written by `save_pieces`."""
+    """Read pieces written by `save_pieces`; ValueError if the arrays are not what it writes."""
     with np.load(path, allow_pickle=False) as f:
         notes, lengths, names, styles = f["notes"], f["lengths"], f["names"], f["styles"]
+    if (notes.ndim != 2 or notes.shape[1] != 4 or notes.dtype != np.int16
+            or lengths.sum() != len(notes) or not len(names) == len(styles) == len(lengths)
+            or not set(styles.tolist()) <= set(STYLES)):
+        raise ValueError(f"{path} does not hold pieces as save_pieces writes them")
     parts = np.split(notes, np.cumsum(lengths)[:-1])
     return [Piece(str(n), str(s), a) for n, s, a in zip(names, styles, parts)]
 
 
 def corpus_pieces() -> list[Piece]:
     """Every parsed piece: the shipped file if its sha256 matches, else a cache under the data
-    folder, else a fresh parse of the corpus (saved to that cache, with a message)."""
+    folder if its sha256 matches the one written beside it, else a fresh parse of the corpus
+    (saved to that cache, with a message)."""
     if SHIPPED.is_file() and hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == SHIPPED_SHA256:
         return read_pieces(SHIPPED)
     cache = data_dir() / "music" / "music_corpus.npz"
+    digest = cache.with_name(cache.name + ".sha256")
+    why = "corrupt (sha256 differs)" if SHIPPED.is_file() else "missing"
     if cache.is_file():
         try:
+            if not digest.is_file() or digest.read_text().strip() != hashlib.sha256(cache.read_bytes()).hexdigest():
+                raise ValueError("its sha256 differs from the one written with it")
             return read_pieces(cache)
         except Exception as e:
-            print(f"the music cache {cache} is unreadable ({type(e).__name__}); rebuilding it")
+            print(f"the shipped music file {SHIPPED.name} is {why}, and the music cache {cache} "
+                  f"is unusable ({type(e).__name__}: {e}); parsing music21's corpus again")
     else:
-        why = "corrupt (sha256 differs)" if SHIPPED.is_file() else "missing"
         print(f"the shipped music file {SHIPPED.name} is {why}: parsing music21's corpus once "
               f"(a few minutes) into {cache}")
     pieces = build_corpus()
-    save_pieces(pieces, cache)
+    digest.parent.mkdir(parents=True, exist_ok=True)
+    digest.write_text(save_pieces(pieces, cache) + "\n")
     return pieces
 
 

@@ -47,17 +47,41 @@ def write_shards(images: torch.Tensor, captions: list[str], folder: str | Path, 
     return sorted(folder.glob(f"{prefix}-*.tar"))
 
 
+class ShardError(ValueError):
+    """A shard that cannot be read: corrupt, truncated, or a sample without its image or caption."""
+
+
 def read_shards(paths: list[str | Path]) -> Iterator[tuple[torch.Tensor, str]]:
-    """Stream (image (3, H, W) uint8, caption) from tar shards, shard by shard, in order."""
+    """Stream (image (3, H, W) uint8, caption) from tar shards, shard by shard, in order. A
+    corrupt shard or image raises ShardError naming the file (and the sample) and what to do."""
     import webdataset as wds
     from PIL import Image
 
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no such shard: {missing[0]}; write them with write_shards first")
-    for sample in wds.WebDataset([str(p) for p in paths], shardshuffle=False, empty_check=False):
-        image = np.array(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
-        yield torch.from_numpy(image).permute(2, 0, 1).contiguous(), sample["txt"].decode("utf-8")
+    fix = "write the shards again with write_shards (or delete this one)"
+    for path in map(str, paths):
+        samples = iter(wds.WebDataset([path], shardshuffle=False, empty_check=False))
+        while True:
+            try:
+                sample = next(samples)
+            except StopIteration:
+                break
+            except Exception as e:        # tarfile, webdataset and OS errors, whatever the damage
+                raise ShardError(f"shard {path} is corrupt or truncated ({type(e).__name__}: "
+                                 f"{str(e)[:120]}); {fix}") from None
+            key = sample.get("__key__", "?")
+            if "png" not in sample or "txt" not in sample:
+                raise ShardError(f"sample {key} in shard {path} lacks its "
+                                 f"{'image' if 'png' not in sample else 'caption'}; {fix}")
+            try:
+                image = np.array(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
+                caption = sample["txt"].decode("utf-8")
+            except Exception as e:        # PIL's errors for damaged bytes, or bad UTF-8
+                raise ShardError(f"sample {key} in shard {path}: its image or caption is corrupt "
+                                 f"({type(e).__name__}: {str(e)[:120]}); {fix}") from None
+            yield torch.from_numpy(image).permute(2, 0, 1).contiguous(), caption
 
 
-__all__ = ["write_shards", "read_shards"]
+__all__ = ["write_shards", "read_shards", "ShardError"]

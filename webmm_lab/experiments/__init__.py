@@ -15,14 +15,19 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, fields, replace
 
+from ..paths import results_dir
+
 
 def setup_parser(prog: str, description: str, defaults, helps: dict[str, str],
                  out: str) -> argparse.ArgumentParser:
     """A `webmm-lab train NAME` parser: an option --NAME for each field of the setup dataclass
     `defaults` named in `helps` (typed and defaulted from it), and the options every trainer
-    has: --out (the model file, default `out`), --checkpoint NAME and --stop-after N."""
+    has: --out (the model file, default `out` in the results folder, $WEBMM_RESULTS or
+    results/), --checkpoint NAME and --stop-after N."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--out", default=out, help=f"where rank 0 writes the model (default {out})")
+    parser.add_argument("--out", default=None, help=f"where rank 0 writes the model (default {out} "
+                        "in the results folder: $WEBMM_RESULTS, else results/)")
+    parser.set_defaults(out_name=out)
     parser.add_argument("--checkpoint", default=None, metavar="NAME", help="checkpoint under this "
                         "name and resume from it if interrupted, on any number of processes")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, "
@@ -40,4 +45,6 @@ def setup_parser(prog: str, description: str, defaults, helps: dict[str, str],
 def parse_setup(parser: argparse.ArgumentParser, defaults, argv: list[str] | None):
     """(the setup dataclass with the command line's values, all parsed arguments)."""
     args = parser.parse_args(argv)
+    if getattr(args, "out", "") is None:
+        args.out = str(results_dir() / args.out_name)
     return replace(defaults, **{k: v for k, v in vars(args).items() if k in asdict(defaults)}), args

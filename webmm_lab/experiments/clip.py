@@ -212,7 +212,7 @@ def train_clip(model: CLIP, world: ClipWorld, setup: ClipSetup, *, eval_fn=None,
     return train(model, loss_fn, world.batches(setup.batch, setup.seed), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=evaluate, eval_every=eval_every or max(1, setup.steps // 20),
                  seed=setup.seed, after_step=lambda m: clamp_logit_scale(m.logit_scale),
-                 device=device, progress=progress, stop_after=stop_after)
+                 device=device, progress=progress, stop_after=stop_after, setup=setup)
 
 
 @torch.no_grad()
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
              "seed": "initialisation and batch order", "width": "image tower width",
              "vocab": "BPE vocabulary size", "lr": "peak learning rate"}
     parser = setup_parser("webmm-lab train clip", main.__doc__.split("\n")[0], ClipSetup(), helps,
-                          out="results/clip.pt")
+                          out="clip.pt")
     parser.add_argument("--norm", choices=["batch", "group"], default=ClipSetup.norm,
                         help="image tower normalisation; group: 2 processes = 1 exactly (default batch)")
     parser.add_argument("--eval", type=int, default=500, help="held-out test images (0: skip)")

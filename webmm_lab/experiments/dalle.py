@@ -239,7 +239,7 @@ def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, devi
         x, y = batch
         return sum(F.cross_entropy(logits, y[:, i], ignore_index=-1) for i, logits in enumerate(m(x)))
     return train(judge, loss_fn, batch_fn, steps=setup.judge_steps, lr=2e-3, seed=setup.seed,
-                 run=run, device=device, progress=progress)
+                 run=run, device=device, progress=progress, setup=setup)
 
 
 @torch.no_grad()
@@ -296,7 +296,8 @@ def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: Da
         idx = torch.randint(len(world.images), (setup.tok_batch,), generator=step_generator(setup.seed, step))
         return world.images[idx].float() / 255, torch.tensor(step / steps)
     return train(tok, lambda m, b: m(b[0], b[1].item()).loss, batch_fn, steps=steps, lr=setup.tok_lr,
-                 weight_decay=0.0, seed=setup.seed, run=run, device=device, progress=progress)
+                 weight_decay=0.0, seed=setup.seed, run=run, device=device, progress=progress,
+                 setup=setup)
 
 
 @torch.no_grad()
@@ -397,7 +398,7 @@ def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: Dal
         text, image = dalle_losses(m, world, *val)
         return {"val caption": text, "val image": image}
     return train(model, lambda m, b: weighted_loss(*m(*b)), batch_fn, steps=setup.steps, lr=setup.lr,
-                 seed=setup.seed, run=run, device=device, progress=progress,
+                 seed=setup.seed, run=run, device=device, progress=progress, setup=setup,
                  eval_fn=eval_fn if val else None, eval_every=max(1, setup.steps // 4))
 
 

@@ -131,7 +131,7 @@ def train_gpt(model: GPT, text: GptText, setup: GptSetup, *, run: str | None = N
     return train(model, lm_loss, text.batches(), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=lambda m: {"val_loss": text.val_loss(m)},
                  eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
-                 progress=progress, stop_after=stop_after)
+                 progress=progress, stop_after=stop_after, setup=setup)
 
 
 def few_shot_prompt(demos: list[tuple[str, str]], query: str, sep: str = " = ", end: str = "\n") -> str:
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
              "lr": "peak learning rate", "corpus_frac": "share of documentation windows",
              "seed": "initialisation and batch order"}
     parser = setup_parser("webmm-lab train gpt", main.__doc__.split("\n")[0], GptSetup(), helps,
-                          out="results/gpt.pt")
+                          out="gpt.pt")
     setup, args = parse_setup(parser, GptSetup(), argv)
 
     def body(rank: int, world: int) -> None:

@@ -176,7 +176,7 @@ def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None 
     return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=lambda m: {"test_loss": data.bits_per_token(m) * math.log(2)},
                  eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
-                 progress=progress, stop_after=stop_after)
+                 progress=progress, stop_after=stop_after, setup=setup)
 
 
 @torch.no_grad()

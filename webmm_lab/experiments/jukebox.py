@@ -124,7 +124,7 @@ def train_vqvae(model: VQVAE, data: JukeboxData, setup: JukeboxSetup, *, run: st
     """The course's loop on random crops; the loss is `VQVAE.forward`'s."""
     return train(model, lambda m, x: m(x).loss, data.crops(setup.vq_batch, setup.crop, setup.seed),
                  steps=steps or setup.vq_steps, lr=setup.vq_lr, weight_decay=0.0, seed=setup.seed,
-                 run=run, device=device, progress=progress)
+                 run=run, device=device, progress=progress, setup=setup)
 
 
 @torch.no_grad()
@@ -235,7 +235,7 @@ def train_prior(prior: GPT, codes: CodeSet, setup: JukeboxSetup, *, run: str | N
     """The course's loop on windows of top codes; validation loss measured along the way."""
     return train(prior, lambda m, b: m(*b)[1], prior_batches(codes, setup), steps=setup.prior_steps,
                  lr=setup.lr, seed=setup.seed, run=run, device=device, progress=progress,
-                 eval_fn=lambda m: {"val_loss": prior_loss(m, codes, setup)},
+                 setup=setup, eval_fn=lambda m: {"val_loss": prior_loss(m, codes, setup)},
                  eval_every=max(1, setup.prior_steps // 4))
 
 
@@ -295,7 +295,7 @@ def train_upsampler(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: i
         starts = torch.randint(top_len - Lu + 1, (setup.batch,), generator=g)
         return upsampler_batch(codes, up, "train", level, rows, starts, Lu, setup)
     return train(up, lambda m, b: m(*b), batch_fn, steps=setup.up_steps, lr=setup.lr, seed=setup.seed,
-                 run=run, device=device, progress=progress,
+                 run=run, device=device, progress=progress, setup=setup,
                  eval_fn=lambda m: {"val_loss": upsampler_loss(m, codes, setup, level)},
                  eval_every=max(1, setup.up_steps // 2))
 

@@ -338,7 +338,7 @@ def train_musenet(model: GPT, data: MuseData, setup: MuseSetup, *, run: str | No
     return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
                  eval_fn=lambda m: {"val_loss": data.val_loss(m)},
                  eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
-                 progress=progress, stop_after=stop_after)
+                 progress=progress, stop_after=stop_after, setup=setup)
 
 
 def compose(model: GPT, tok: MusicTokenizer, style: str, instruments: list[str], n: int = 4,

@@ -1,0 +1,190 @@
+"""Every measured quantity a notebook reports, against a hand computation on a small case:
+models whose logits are set by hand, sequences whose notes are counted by hand, so that a
+wrong formula (a wrong base, a wrong average, a wrong weighting) fails."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class FixedLM(nn.Module):
+    """A 'language model' that predicts the same distribution `p` at every position:
+    forward(x, y) -> (logits (B, T, V), mean cross-entropy) as the course's GPT returns them."""
+
+    def __init__(self, p: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(p.log())
+
+    def forward(self, x, y=None):
+        logits = self.logits.expand(*x.shape, -1)
+        loss = None if y is None else F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
+        return logits, loss
+
+
+# ------------------------------------------------------------------ notebook 03
+
+@pytest.fixture(scope="module")
+def igpt_data():
+    from webmm_lab.experiments.igpt import IgptData, IgptSetup
+    return IgptData.build(IgptSetup(data="digits", colours=4))
+
+
+def test_bits_per_token_is_the_mean_surprise_in_bits_over_every_test_pixel(igpt_data):
+    start = igpt_data.start
+    seq = torch.tensor([[start, 0, 1, 1], [start, 2, 2, 2], [start, 0, 0, 3]] * 3)[:7]   # (7, 1 + 3)
+    p = torch.tensor([0.4, 0.3, 0.2, 0.05, 0.05])               # 4 colours and the start token
+    targets = seq[:, 1:].flatten()
+    by_hand = -(p[targets].log2()).mean().item()
+    got = igpt_data.bits_per_token(FixedLM(p), seq, batch=3)     # chunks of 3, 3 and 1 images
+    assert got == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_unigram_bits_counts_training_colours_with_add_one(igpt_data):
+    start = igpt_data.start
+    data = replace(igpt_data, train_seq=torch.tensor([[start, 0, 0, 1], [start, 0, 2, 0]]),
+                   test_seq=torch.tensor([[start, 0, 1, 3]]))
+    # training counts of colours 0..3: 4, 1, 1, 0 -> add-one 5, 2, 2, 1 of 10
+    by_hand = -(math.log2(5 / 10) + math.log2(2 / 10) + math.log2(1 / 10)) / 3
+    assert data.unigram_bits() == pytest.approx(by_hand, rel=1e-6)
+
+
+# ------------------------------------------------------------------ notebook 04
+
+class StyleReader(nn.Module):
+    """Logits 0 for every token but <start>, which gets `boost[style]` of the row's style token
+    (the first input token): every target's loss is then log(V - 1 + e^boost), by hand."""
+
+    def __init__(self, tok, boost):
+        super().__init__()
+        self.tok, self.boost = tok, torch.tensor(boost)
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, y=None):
+        logits = torch.zeros(*x.shape, self.tok.vocab_size)
+        logits[..., self.tok.start] = self.boost[x[:, 0] - self.tok.style0][:, None]
+        return logits + self.dummy, None
+
+
+def test_wrong_style_loss_averages_every_piece_under_every_other_style():
+    from webmm_lab.experiments.musenet import MuseData, MuseSetup
+    data = MuseData.build(MuseSetup(max_pieces=6, block=64))
+    tok, V = data.tok, data.tok.vocab_size
+    boost = [0.0, 1.0, 3.0]                                       # one per style
+    model = StyleReader(tok, boost)
+    loss_of = [math.log(V - 1 + math.exp(b)) for b in boost]
+    counts = {p.name: len(data.sequence(p)) - tok.prefix_len for p in data.val_set.pieces}   # events + <end>
+    total = sum(counts[p.name] * loss_of[s] for p in data.val_set.pieces
+                for s, style in enumerate(tok.styles) if style != p.style)
+    n = sum(counts[p.name] * (len(tok.styles) - 1) for p in data.val_set.pieces)
+    assert data.wrong_style_loss(model) == pytest.approx(total / n, rel=1e-5)
+    own = sum(counts[p.name] * loss_of[tok.styles.index(p.style)] for p in data.val_set.pieces)
+    assert data.val_loss(model) == pytest.approx(own / sum(counts.values()), rel=1e-5)
+
+
+def test_grammar_counts_notes_with_and_without_their_duration():
+    from webmm_lab.experiments.musenet import MusicTokenizer, grammar
+    tok = MusicTokenizer()
+    good = tok.ids(["soprano:C5", "dur:4", "wait:4", "alto:C4", "dur:2", "<end>", "bass:C3"])
+    bad = tok.ids(["soprano:C5", "alto:C4", "dur:2", "wait:2", "tenor:C4", "wait:1", "bass:C3"])
+    stats = grammar(tok, torch.tensor([good, bad]))
+    # good: 2 notes, each with its duration (the bass after <end> is never read); bad: 4 notes,
+    # alto with its duration; soprano (followed by a note), tenor (by a wait) and bass (last) hang
+    assert stats["notes"] == 6 and stats["with_duration"] == 3 and stats["hanging"] == 3
+    assert stats["fraction"] == pytest.approx(3 / 6)
+
+
+# ------------------------------------------------------------------ notebook 05
+
+def test_evaluate_levels_measures_reconstruction_and_code_use_by_hand():
+    from webmm_lab.experiments.jukebox import evaluate_levels
+    from webmm_lab.models.vqvae import spectral_convergence
+
+    class Out:
+        def __init__(self, recons, codes):
+            self.recons, self.codes = recons, codes
+
+    class Fake(nn.Module):
+        """Two levels: level 0 reconstructs exactly, level 1 returns half the signal; codes are
+        fixed per clip so their use can be counted by hand."""
+        hops = (8, 32)
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+            self.quantizers = [type("Q", (), {"codebook_size": 4})(), type("Q", (), {"codebook_size": 8})()]
+
+        def forward(self, x):
+            n = len(x)
+            return Out([x.clone(), x / 2], [torch.zeros(n, 2, dtype=torch.long),
+                                            torch.arange(2 * n).view(n, 2) % 3])
+
+    x = torch.randn(5, 1, 1024)
+    out = evaluate_levels(Fake(), x, batch=2)
+    assert out["sc"][0] == pytest.approx(0.0, abs=1e-6)
+    assert out["sc"][1] == pytest.approx(spectral_convergence(x, x / 2).mean().item(), rel=1e-5)
+    assert out["used"].tolist() == pytest.approx([1 / 4, 3 / 8])       # code 0 of 4; codes 0-2 of 8
+    counts = np.array([5, 3, 2])            # level 1, batches of 2, 2, 1 clips: 0120 0120 01
+    p = counts / counts.sum()
+    assert out["perplexity"][0] == pytest.approx(1.0)
+    assert out["perplexity"][1] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-5)
+
+
+# ------------------------------------------------------------------ notebook 06
+
+def test_weighted_loss_is_one_eighth_caption_seven_eighths_image():
+    from webmm_lab.experiments.dalle import weighted_loss
+    assert weighted_loss(torch.tensor(8.0), torch.tensor(0.0)).item() == 1.0
+    assert weighted_loss(torch.tensor(0.0), torch.tensor(8.0)).item() == 7.0
+    assert weighted_loss(torch.tensor(2.0), torch.tensor(4.0)).item() == pytest.approx(2 / 8 + 28 / 8)
+
+
+def test_dalle_losses_of_an_untrained_uniform_model_are_log_vocabularies():
+    from webmm_lab.experiments.dalle import DalleSetup, build_dalle, build_world, dalle_losses
+    setup = DalleSetup(objects=60, signs=12, panels=12, codebook=16, layers=1, heads=2, width=32)
+    world = build_world(setup)
+    model = build_dalle(setup, world)
+    with torch.no_grad():
+        model.gpt.head.weight.zero_()          # tied to the embeddings: every logit is 0, every
+                                               # allowed token of a position equally likely
+    scenes = world.scenes[:7]
+    codes = torch.randint(setup.codebook, (7, 8, 8))
+    text, image = dalle_losses(model, world, codes, scenes, batch=3)
+    assert image == pytest.approx(math.log(setup.codebook), rel=1e-5)
+    assert text == pytest.approx(math.log(model.image_offset), rel=1e-5)   # text ids and paddings
+
+
+def test_clip_scores_are_each_captions_dot_products_with_its_own_images():
+    from webmm_lab.experiments.dalle import clip_scores
+
+    class Fake(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def encode_image(self, x):                      # (B, 3, R, R) -> (B, 2), unit rows
+            return F.normalize(torch.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], 1), dim=-1)
+
+    class World:
+        def encode_texts(self, clip, texts):
+            return F.normalize(torch.tensor([[1.0, 0.0] if t == "bright" else [0.0, 1.0] for t in texts]), dim=-1)
+
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (0.9, 0.1, 0.5, 0.2, 0.8, 0.3)])
+    s = clip_scores(Fake(), World(), images, ["bright", "dark"])           # 3 images each
+    img = Fake().encode_image(images)
+    assert s.shape == (2, 3)
+    assert torch.allclose(s[0], img[:3, 0]) and torch.allclose(s[1], img[3:, 1])
+
+
+# ------------------------------------------------------------------ notebook 08
+
+def test_remove_later_removes_the_later_image_of_each_verified_pair():
+    from webmm_lab.experiments.web import remove_later
+    pairs = torch.tensor([[0, 3], [1, 2], [2, 5], [0, 4]])
+    distances = torch.tensor([0.01, 0.2, 0.05, 0.08])
+    assert remove_later(pairs, distances, 0.05, 6).tolist() == [False, False, False, True, False, True]
+    assert remove_later(pairs, distances, 0.08, 6).nonzero().flatten().tolist() == [3, 4, 5]
+    assert not remove_later(pairs[:0], distances[:0], 0.08, 6).any()
