@@ -306,6 +306,16 @@ def test_lab03_checks_accept_the_reference_and_catch_mistakes():
     column_order = lambda ids, s: shift(to_sequence(ids.transpose(1, 2), s))
     assert not check_inputs_targets(column_order, seed=0, verbose=False)
 
+    from webmm_lab.checks.lab03 import check_layer_features
+    from webmm_lab.experiments.igpt import layer_features
+    assert check_layer_features(lambda m, s, layer: layer_features(m, s)[layer], seed=0, verbose=False)
+    last_position = lambda m, s, layer: m.hidden_states(s)[layer][:, -1]     # no pooling
+    assert not check_layer_features(last_position, seed=0, verbose=False)
+    over_images = lambda m, s, layer: m.hidden_states(s)[layer].mean(0)      # pools the wrong axis
+    assert not check_layer_features(over_images, seed=0, verbose=False)
+    off_by_one = lambda m, s, layer: m.hidden_states(s)[max(0, layer - 1)].mean(1)
+    assert not check_layer_features(off_by_one, seed=0, verbose=False)
+
 
 def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     import numpy as np

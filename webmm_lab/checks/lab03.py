@@ -1,13 +1,14 @@
-"""Checks for lab 03: one k-means step, palette encode and decode, and the input/target shift
-of a pixel sequence with its start token."""
+"""Checks for lab 03: one k-means step, palette encode and decode, the input/target shift
+of a pixel sequence with its start token, and Image GPT's pooled features of one layer."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from ..experiments.igpt import shift, to_sequence
+from ..experiments.igpt import layer_features, shift, to_sequence
 from ..kmeans import Palette, kmeans_step
+from ..models.gpt import GPT, GPTConfig
 from . import CheckResult, check_function
 
 
@@ -71,3 +72,24 @@ def check_inputs_targets(fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, t
                           name="inputs_targets", trials=20,
                           hint="read the pixels row by row; the first input is the start token, "
                           "and no target is ever the start token", **kw)
+
+
+def _features_inputs(gen: torch.Generator):
+    seed = int(torch.randint(0, 10_000, (), generator=gen))
+    torch.manual_seed(seed)
+    layers, width = int(torch.randint(1, 4, (), generator=gen)), 8 * int(torch.randint(1, 4, (), generator=gen))
+    side, colours = int(torch.randint(2, 5, (), generator=gen)), int(torch.randint(2, 9, (), generator=gen))
+    model = GPT(GPTConfig(colours + 1, 1 + side * side, n_layer=layers, n_head=2, n_embd=width)).eval()
+    ids = torch.randint(colours, (int(torch.randint(1, 6, (), generator=gen)), side, side), generator=gen)
+    layer = int(torch.randint(0, layers + 2, (), generator=gen))
+    return (model, to_sequence(ids, colours), layer)
+
+
+def check_layer_features(fn: Callable[[GPT, torch.Tensor, int], torch.Tensor], **kw) -> CheckResult:
+    """Lab 03: fn(model, seq (N, 1 + HW), layer) -> (N, width): the activations of one layer
+    (0 = the embeddings, 1..n_layer the blocks, n_layer + 1 the final layer norm) averaged
+    over every position of each whole image, as Image GPT's linear probes read them."""
+    return check_function(fn, lambda m, s, layer: layer_features(m, s)[layer], _features_inputs,
+                          name="layer_features", trials=12, atol=1e-5,
+                          hint="the model can give you every layer's hidden states at once; "
+                          "average over the positions of a sequence, not over the images", **kw)

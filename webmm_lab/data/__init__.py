@@ -2,6 +2,7 @@
 
     from webmm_lab.data import load, available
     digits = load("digits", split="train")       # ImageSet: images (N, 1, 8, 8), labels
+    canvas = load("digits-canvas", canvas=12)     # the same digits at random places on 12x12
     docs = load("python-docs", split="val")       # TextSet: text
     hand = load("handwritten")                    # MNIST in the gpu profile, digits otherwise
     photos = load("photos")                       # {name: (3, H, W)}: scikit-image's photographs
@@ -16,7 +17,8 @@ from ..profiles import active_profile
 from .download import DownloadError, download, sha256_of
 from .audio import AudioSet, load_audio
 from .music import MusicSet, load_music
-from .images import ImageSet, load_digits, load_mnist, load_photos, per_class_subset
+from .images import (ImageSet, load_digits, load_digits_on_canvas, load_mnist, load_photos,
+                     per_class_subset)
 from .text import TextSet, load_python_docs, load_python_source
 
 
@@ -30,6 +32,7 @@ def load_handwritten(split: str = "train", profile: str | None = None) -> ImageS
 
 REGISTRY: dict[str, Callable] = {
     "digits": load_digits,
+    "digits-canvas": load_digits_on_canvas,
     "mnist": load_mnist,
     "handwritten": load_handwritten,
     "python-docs": load_python_docs,
@@ -53,6 +56,6 @@ def load(name: str, **kwargs):
 
 
 __all__ = ["load", "available", "ImageSet", "TextSet", "DownloadError", "download", "sha256_of",
-           "load_digits", "load_mnist", "load_photos", "per_class_subset", "load_handwritten",
+           "load_digits", "load_digits_on_canvas", "load_mnist", "load_photos", "per_class_subset", "load_handwritten",
            "load_python_docs", "load_python_source", "MusicSet", "load_music",
            "AudioSet", "load_audio"]

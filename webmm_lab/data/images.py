@@ -53,6 +53,34 @@ def load_digits(split: str = "train", test_fraction: float = 0.2) -> ImageSet:
     return ImageSet(x, y, DIGIT_CLASSES, "digits", "scikit-learn digits (8x8, embedded)")
 
 
+def place_on_canvas(images: torch.Tensor, canvas: int, seed: int = 0) -> torch.Tensor:
+    """Each image (N, C, h, w) pasted at a random position of a black canvas (N, C, canvas,
+    canvas), the positions fixed by `seed`. One scatter, no loop over images."""
+    N, C, h, w = images.shape
+    if canvas < max(h, w):
+        raise ValueError(f"a canvas of {canvas} pixels cannot hold {h}x{w} images")
+    g = torch.Generator().manual_seed(seed)
+    top = torch.randint(canvas - h + 1, (N,), generator=g)
+    left = torch.randint(canvas - w + 1, (N,), generator=g)
+    rows = (top[:, None] + torch.arange(h))[:, :, None].expand(N, h, w)         # (N, h, w)
+    cols = (left[:, None] + torch.arange(w))[:, None, :].expand(N, h, w)
+    out = images.new_zeros(N, C, canvas, canvas)
+    n = torch.arange(N)[:, None, None].expand(N, h, w)
+    out.permute(0, 2, 3, 1)[n, rows, cols] = images.permute(0, 2, 3, 1)
+    return out
+
+
+def load_digits_on_canvas(split: str = "train", canvas: int = 12) -> ImageSet:
+    """scikit-learn's digits, each pasted at a random position of a black `canvas` x `canvas`
+    image (positions fixed per split): the same real digits, but no longer aligned, so that a
+    linear classifier on raw pixels fails while features that do not depend on position work
+    (notebook 03). Same split and labels as `load_digits`."""
+    d = load_digits(split)
+    x = place_on_canvas(d.images, canvas, seed=0 if split == "train" else 1)
+    return ImageSet(x, d.labels, d.classes, "digits-canvas",
+                    f"scikit-learn digits (8x8) at random positions on a {canvas}x{canvas} canvas")
+
+
 def per_class_subset(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     """Indices of `k` random examples of every class in `labels` (fewer if a class is smaller):
     the "few labels" of a label-efficiency experiment. Same seed, same subset."""

@@ -34,15 +34,17 @@ from ..probe import fit_linear_probe, probe_accuracy
 from ..train import History, random_batches, train
 from .gpt import lm_loss
 
-SOURCES = ("digits", "world", "mnist")
+SOURCES = ("digits", "canvas", "world", "mnist")
 
 
 @dataclass
 class IgptSetup:
     """Everything that defines an Image GPT run (notebook 03's profiles fill it in)."""
-    data: str = "digits"           # digits (8x8 grey), world (coloured shapes on textured
-                                   # backgrounds, shape labels) or mnist (28x28 grey)
-    resolution: int = 8            # world only: image side in pixels
+    data: str = "canvas"           # canvas (8x8 digits at random places on a resolution x
+                                   # resolution canvas), digits (8x8 grey, aligned), world
+                                   # (coloured shapes on textured backgrounds, shape labels)
+                                   # or mnist (28x28 grey)
+    resolution: int = 12           # canvas and world: image side in pixels
     world_images: int = 6000       # world only: training scenes (a quarter as many for test)
     colours: int = 8               # palette size (iGPT: 512, a 9-bit palette)
     layers: int = 6
@@ -109,8 +111,9 @@ class IgptData:
             classes, source = list(SHAPES), (f"the synthetic world: shapes on textured backgrounds, "
                                              f"{setup.resolution}x{setup.resolution} colour")
         else:
-            name = "digits" if setup.data == "digits" else "handwritten"
-            train_set, test_set = load(name, split="train"), load(name, split="test")
+            name = {"digits": "digits", "canvas": "digits-canvas", "mnist": "handwritten"}[setup.data]
+            extra = {"canvas": setup.resolution} if setup.data == "canvas" else {}
+            train_set, test_set = load(name, split="train", **extra), load(name, split="test", **extra)
             images = [train_set.images, test_set.images]
             labels = [train_set.labels, test_set.labels]
             classes, source = train_set.classes, train_set.source
@@ -238,6 +241,46 @@ def probe_by_layer(train_feats: list[torch.Tensor], train_labels: torch.Tensor,
         raise ValueError(f"{len(train_feats)} layers of training features but {len(test_feats)} of test features")
     return [probe_accuracy(fit_linear_probe(a, train_labels, n_classes), b, test_labels)
             for a, b in zip(train_feats, test_feats)]
+
+
+def raw_pixel_probe(data: IgptData, n_classes: int | None = None,
+                    train_idx: torch.Tensor | None = None) -> float:
+    """Test accuracy of the same linear probe on the raw pixels of the same images (flattened,
+    in [0, 1]): the baseline a sceptic names first for learned features. `train_idx`: fit on
+    those training images only (few labels)."""
+    x = data.train_images.flatten(1)
+    y = data.train_labels
+    if train_idx is not None:
+        x, y = x[train_idx], y[train_idx]
+    return probe_accuracy(fit_linear_probe(x, y, n_classes or len(data.classes)),
+                          data.test_images.flatten(1), data.test_labels)
+
+
+def mean_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(len(a), len(b)): mean absolute difference per pixel between every row of a (N, D) and of
+    b (M, D), images flattened."""
+    return torch.cdist(a.float(), b.float(), p=1) / a.shape[1]
+
+
+def completion_spread(samples: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
+                      train: torch.Tensor) -> dict[str, float]:
+    """Mode collapse and memorisation, on lower halves as grey values (flattened):
+    samples (N, s, D), the completions of N images; real (N, D) those images' true lower halves
+    with their labels; train (M, D) the training images' lower halves.
+    "samples": mean distance between two completions of one image; "same class": between two
+    real images of the same class (how varied the truth is); "nearest train, samples" and
+    "nearest train, real": mean distance from a completion, and from a real test image, to the
+    nearest training image (a model that memorised would sit closer than real images do)."""
+    N, s, D = samples.shape
+    d = torch.stack([mean_distance(x, x) for x in samples])                   # (N, s, s)
+    within = (d.sum((1, 2)) / (s * (s - 1))).mean().item()
+    r = mean_distance(real, real)                                             # (N, N)
+    same = (real_labels[:, None] == real_labels[None, :]) & ~torch.eye(N, dtype=torch.bool)
+    between = (r[same].mean()).item()
+    near_s = mean_distance(samples.reshape(N * s, D), train).min(1).values.mean().item()
+    near_r = mean_distance(real, train).min(1).values.mean().item()
+    return {"samples": within, "same class": between, "nearest train, samples": near_s,
+            "nearest train, real": near_r}
 
 
 def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
