@@ -353,7 +353,37 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
 
     def ignores_end(tokens):
         return reference_decode([t for t in tokens if t != "<end>"]).numpy()
-    assert not check_decode(ignores_end, seed=0, verbose=False)
+    for seed in range(5):                                  # every seed's trials include an <end>
+        assert not check_decode(ignores_end, seed=seed, verbose=False)
+
+    from webmm_lab.checks.lab04 import check_musenet_decode, reference_musenet_decode
+    assert check_musenet_decode(lambda t: tuple(x.numpy() if hasattr(x, "numpy") else x
+                                                for x in reference_musenet_decode(t)), seed=0, verbose=False)
+    no_count = lambda t: (reference_musenet_decode(t)[0].numpy(), 0)           # never counts hanging notes
+    assert not check_musenet_decode(no_count, seed=0, verbose=False)
+
+    from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
+
+    def decoder(tokens, hang_one_step=False):               # a student's decoder, and a variant
+        now, rows, sounding, hanging = 0, [], {}, 0
+        for t in tokens:
+            if t.startswith("wait:"):
+                now += int(t[5:])
+                continue
+            inst, vol, name = t.split(":")
+            key = (INSTRUMENTS.index(inst), pitch_number(name))
+            if vol != "v0":
+                sounding.setdefault(key, []).append(now)
+            elif sounding.get(key):
+                start = sounding[key].pop(0)
+                rows.append((start, now - start, *key))
+        for key, starts in sounding.items():
+            for start in starts:
+                rows.append((start, 1 if hang_one_step else max(1, now - start), *key))
+                hanging += 1
+        return np.array(rows, dtype=np.int64).reshape(-1, 4), hanging
+    assert check_musenet_decode(decoder, seed=0, verbose=False)
+    assert not check_musenet_decode(lambda t: decoder(t, hang_one_step=True), seed=0, verbose=False)
 
     pieces = [p for p in load("music", split="all").pieces if p.style == "bach"][:5]
     assert check_round_trip(reference_encode, lambda t: reference_decode(t).numpy(), pieces, verbose=False)

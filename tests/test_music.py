@@ -9,6 +9,7 @@ from webmm_lab.data import load
 from webmm_lab.data import music
 from webmm_lab.experiments.musenet import (MuseData, MuseSetup, MusicTokenizer, build_musenet,
                                            compose, crops, grammar, musenet_form, style_features,
+                                           one_at_a_time,
                                            train_style_judge, judge_styles)
 from webmm_lab.data.audio import TIMBRES, render, write_wav
 
@@ -186,6 +187,21 @@ def test_style_features_and_judge_separate_real_styles():
     assert acc > 0.8
     feats = style_features(pieces[0].notes)
     assert abs(feats["pitch classes"].sum() - 1) < 1e-6 and abs(feats["intervals"].sum() - 1) < 1e-6
+    up = pieces[0].notes.copy()
+    up[:, 3] += 5                                              # the same piece in another key
+    for group, values in style_features(up).items():
+        assert np.allclose(values, feats[group]), group        # key-invariant, every group
+    assert feats["pitch classes"][0] == feats["pitch classes"].max()
+
+
+def test_one_at_a_time_counts_notes_that_clash_within_a_voice():
+    from webmm_lab.experiments.musenet import one_at_a_time
+    assert one_at_a_time(np.array([[0, 4, 0, 60], [4, 4, 0, 62], [0, 8, 1, 55]])) == 1.0
+    # alto sings 57 and 59 at once (2 clashing notes of 4); soprano's next note is after
+    notes = np.array([[0, 4, 1, 57], [2, 4, 1, 59], [8, 4, 1, 60], [0, 4, 0, 72]])
+    assert one_at_a_time(notes) == 0.5
+    bach = [one_at_a_time(p.notes) for p in music.corpus_pieces() if p.style == "bach"]
+    assert np.median(bach) == 1.0 and np.mean(bach) > 0.9       # real chorales: one note per voice
 
 
 def test_synth_length_peak_and_timbres_differ(tmp_path):
@@ -209,12 +225,22 @@ def test_synth_length_peak_and_timbres_differ(tmp_path):
         render(notes, timbres="kazoo")
 
 
-def test_write_midi_reads_back(tmp_path):
+def test_midi_export_is_lossless_on_every_piece(tmp_path):
+    """Every note of every piece survives MIDI, including Palestrina's unisons between two voices
+    that share a voice name (two same-pitch notes sounding at once on one instrument)."""
+    for p in music.corpus_pieces():
+        back = music.read_midi(music.write_midi(p.notes, tmp_path / "a.mid"))
+        assert np.array_equal(back, music.sort_notes(p.notes)), p.name
+
+
+def test_same_pitch_overlaps_go_to_separate_midi_tracks(tmp_path):
     from music21 import converter
-    notes = music.corpus_pieces()[0].notes[:40]
-    path = music.write_midi(notes, tmp_path / "a.mid")
-    back = converter.parse(str(path))
-    assert len(back.flatten().notes) > 0
+    notes = np.array([[0, 8, 0, 60], [2, 4, 0, 60], [2, 4, 0, 64], [8, 4, 0, 60]])   # soprano, C4 twice at once
+    path = music.write_midi(notes, tmp_path / "b.mid")
+    assert np.array_equal(music.read_midi(path), music.sort_notes(notes))
+    parts = converter.parse(str(path)).parts                       # music21's own parser agrees
+    assert len(parts) == 2
+    assert sorted(len(p.flatten().pitches) for p in parts) == [1, 3]
 
 
 def test_piano_roll_draws_one_bar_per_note_in_its_instruments_colour():
@@ -226,5 +252,8 @@ def test_piano_roll_draws_one_bar_per_note_in_its_instruments_colour():
     ax = piano_roll(notes, music.INSTRUMENTS, title="t")
     bars = {tuple(c.get_facecolor()[0]): len(c.get_paths()) for c in ax.collections}
     assert bars == {to_rgba(INSTRUMENT_COLOURS[0]): 2, to_rgba(INSTRUMENT_COLOURS[3]): 1}
+    # the two repeated C5s touch (0-4, 4-8): each bar has an edge, so they read as two notes
+    assert all(tuple(c.get_edgecolor()[0]) == to_rgba("white") and c.get_linewidth()[0] > 0
+               for c in ax.collections)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["soprano", "bass"]
     assert ax.get_xlim() == (0, 2.0)

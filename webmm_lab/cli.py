@@ -7,6 +7,8 @@
     webmm-lab results                     # every recorded claim, as a table
     webmm-lab results --stale             # notebooks whose stored outputs predate package changes
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
+    webmm-lab grade SUBMISSIONS [--lab 03] [--out grades.csv]   # run and grade students' labs
+    webmm-lab book [--out DIR]            # the course as a static website (stored outputs)
     webmm-lab music build                 # re-parse music21's corpus into the shipped note file
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
     torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip
@@ -190,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
+    p_grade = sub.add_parser("grade", help="run students' lab notebooks headless and collect every "
+                             "check's PASS or FAIL (a submission is code: grade in a sandbox)")
+    p_grade.add_argument("submissions", help="a folder of notebooks (one per student, or one folder "
+                         "per student) or one notebook")
+    p_grade.add_argument("--lab", default=None, help="the lab number, e.g. 03 (default: from each "
+                         "notebook's metadata or name)")
+    p_grade.add_argument("--out", default="grades.csv", help="the CSV file, one row per student and check")
+    p_grade.add_argument("--time-limit", type=float, default=300, help="seconds per notebook (default 300)")
+    p_book = sub.add_parser("book", help="build the course's static website from the README, the "
+                            "notebooks' stored outputs and the student labs")
+    p_book.add_argument("--out", default=None, help="the site's folder (default: results/book)")
     p_music = sub.add_parser("music", help="the shipped music file (maintainers)")
     p_music.add_argument("action", choices=["build"])
     p_music.add_argument("--per-style", type=int, default=None, help="pieces per style")
@@ -252,6 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         import importlib
         return importlib.import_module(TRAINERS[args.model]).main(args.options)
+    if args.cmd == "book":
+        from .book import build_book
+        t0 = time.perf_counter()
+        index = build_book(_root(), Path(args.out) if args.out else results_dir() / "book")
+        print(f"built {index} in {time.perf_counter() - t0:.0f} s; open it in a browser, or serve "
+              f"the folder: python -m http.server -d {index.parent}")
+        return 0
+    if args.cmd == "grade":
+        from .grading import grade, summary, write_csv
+        lab = f"{int(args.lab):02d}" if args.lab is not None and args.lab.isdigit() else args.lab
+        graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit)
+        write_csv(graded, Path(args.out))
+        print(summary(graded))
+        print(f"\nwrote {args.out}: one row per student and check")
+        return 0
     if args.cmd == "music":
         from .data import music
         pieces = music.build_corpus(args.per_style or music.PER_STYLE)

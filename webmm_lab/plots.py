@@ -96,7 +96,8 @@ INSTRUMENT_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd")   #
 def piano_roll(notes: np.ndarray, names: Sequence[str], ax=None, title: str | None = None,
                steps_per_beat: int = 4, legend: bool = True):
     """Notes (n, 4) of (onset, duration, instrument, pitch) as bars, one colour per instrument
-    (`names[i]` in the legend), time in beats; one `broken_barh` call per instrument and pitch."""
+    (`names[i]` in the legend), time in beats; one `broken_barh` call per instrument and pitch.
+    Each bar has a thin white edge, so that a note repeated at once reads as two bars."""
     notes = np.asarray(notes).reshape(-1, 4)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3))
@@ -106,7 +107,8 @@ def piano_roll(notes: np.ndarray, names: Sequence[str], ax=None, title: str | No
             bars = np.stack([mine[:, 0], mine[:, 1]], 1) / steps_per_beat            # (n, 2) start, width
             for pitch in np.unique(mine[:, 3]):
                 ax.broken_barh(bars[mine[:, 3] == pitch], (pitch - 0.4, 0.8),
-                               color=INSTRUMENT_COLOURS[i % len(INSTRUMENT_COLOURS)], label=name)
+                               facecolor=INSTRUMENT_COLOURS[i % len(INSTRUMENT_COLOURS)],
+                               edgecolor="white", linewidth=0.8, label=name)
     handles, labels = ax.get_legend_handles_labels()
     if legend and handles:
         seen = dict(zip(labels, handles))

@@ -146,6 +146,37 @@ class MusicTokenizer:
         return notes.reshape(-1, 4).astype(np.int64), stats
 
 
+def pitch_number(name: str) -> int:
+    """Scientific name -> MIDI pitch, e.g. 'C4' -> 60, 'D#-1' -> 3 (the inverse of `pitch_name`)."""
+    letters = name.rstrip("-0123456789")
+    if letters not in PITCH_NAMES or name[len(letters):] in ("", "-"):
+        raise ValueError(f"not a pitch name: {name!r} (names look like 'C4', 'F#3', 'A-1')")
+    return PITCH_NAMES.index(letters) + 12 * (int(name[len(letters):]) + 1)
+
+
+def musenet_decode(tokens: list[str], instruments=INSTRUMENTS) -> tuple[np.ndarray, int]:
+    """MuseNet's note-on/note-off form (as `musenet_form` writes it) -> (notes (n, 4), hanging).
+    A clock moves only on `wait:N`; `inst:vV:pitch` with V > 0 starts a note, with V = 0 ends
+    the earliest sounding note of that instrument and pitch (an unmatched note-off is ignored).
+    A note never ended is 'hanging': it is closed at the last event's time (at least 1 step)
+    and counted, which is what a model that forgets its note-offs leaves behind."""
+    now, rows, sounding = 0, [], {}
+    for t in tokens:
+        if t.startswith("wait:"):
+            now += int(t[5:])
+            continue
+        inst, vol, pitch = t.split(":")
+        key = (instruments.index(inst), pitch_number(pitch))
+        if int(vol[1:]) > 0:
+            sounding.setdefault(key, []).append(now)
+        elif sounding.get(key):
+            start = sounding[key].pop(0)
+            rows.append((start, now - start, *key))
+    hanging = [(start, max(1, now - start), *key) for key, starts in sounding.items() for start in starts]
+    notes = np.array(rows + hanging, dtype=np.int64).reshape(-1, 4)
+    return notes[np.lexsort((notes[:, 3], notes[:, 2], notes[:, 1], notes[:, 0]))], len(hanging)
+
+
 def musenet_form(notes: np.ndarray, instruments=INSTRUMENTS, velocity: int = 80) -> list[str]:
     """Notes -> MuseNet's own form, for comparison: note-on `instrument:v80:pitch`, note-off
     `instrument:v0:pitch`, and `wait:N` between event times. Shown, not trained on."""
@@ -372,13 +403,15 @@ FEATURE_GROUPS = ("pitch classes", "intervals", "rhythm", "texture")
 
 
 def style_features(notes: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of a note list that describe style without naming its instruments:
-    pitch-class histogram (12), melodic intervals within each instrument (-12..12 clipped, 25),
-    durations and onsets within the beat (rhythm, 8 + 4), notes per onset and pitch spread
-    (texture, 6). Each group sums or scales to order 1."""
+    """Statistics of a note list that describe style without naming its instruments or its
+    key: the pitch-class histogram (12) rotated so that the most common pitch class comes
+    first (a transposed piece gives the same features), melodic intervals within each
+    instrument (-12..12 clipped, 25), durations and onsets within the beat (rhythm, 8 + 4),
+    notes per onset and pitch spread (texture, 6). Each group sums or scales to order 1."""
     notes = np.asarray(notes).reshape(-1, 4)
     n = max(1, len(notes))
     pc = np.bincount(notes[:, 3] % 12, minlength=12) / n
+    pc = np.roll(pc, -int(pc.argmax()))                                 # relative to the commonest
     iv = []
     for i in np.unique(notes[:, 2]):
         p = notes[notes[:, 2] == i]
@@ -432,12 +465,25 @@ def judge_styles(judge, note_lists: list[np.ndarray]) -> list[str]:
     return list(judge.predict(feature_matrix(note_lists, judge.groups)))
 
 
+def one_at_a_time(notes: np.ndarray) -> float:
+    """The fraction of notes that overlap no other note of the same instrument: a voice of a
+    chorale sings one note at a time, so real chorales score 1 (or nearly)."""
+    notes = np.asarray(notes).reshape(-1, 4)
+    if not len(notes):
+        return 1.0
+    on, end, inst = notes[:, 0], notes[:, 0] + notes[:, 1], notes[:, 2]
+    clash = (inst[:, None] == inst[None, :]) & (on[:, None] < end[None, :]) & (on[None, :] < end[:, None])
+    np.fill_diagonal(clash, False)
+    return float(1 - clash.any(1).mean())
+
+
 def seconds_of(notes: np.ndarray, tempo: float = 90) -> float:
     """A note list's length in seconds at `tempo` quarter notes per minute."""
     notes = np.asarray(notes).reshape(-1, 4)
     return float((notes[:, 0] + notes[:, 1]).max() / GRID * 60 / tempo) if len(notes) else 0.0
 
 
-__all__ = ["MusicTokenizer", "musenet_form", "MuseSetup", "MuseData", "build_musenet",
+__all__ = ["MusicTokenizer", "musenet_form", "musenet_decode", "pitch_number", "MuseSetup", "MuseData", "build_musenet",
            "train_musenet", "compose", "grammar", "style_features", "feature_matrix", "crops",
-           "train_style_judge", "judge_styles", "pitch_name", "seconds_of", "FEATURE_GROUPS"]
+           "train_style_judge", "judge_styles", "pitch_name", "seconds_of", "one_at_a_time",
+           "FEATURE_GROUPS"]
