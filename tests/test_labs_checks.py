@@ -435,6 +435,21 @@ def test_lab05_checks_accept_the_reference_and_catch_mistakes():
         return new, torch.where(dead, count, c), t, n
     assert not check_restart(keeps_count, verbose=False)
 
+    def all_on_one(codebook, count, total, flat, threshold):        # every dead code on one vector
+        dead = count < threshold
+        codebook, count, total = codebook.clone(), count.clone(), total.clone()
+        codebook[dead] = flat[0]
+        count[dead], total[dead] = threshold, threshold * codebook[dead]
+        return codebook, count, total, int(dead.sum())
+    result = check_restart(all_on_one, verbose=False)
+    assert not result and "same vector" in result.message
+
+    def zeroes_living_totals(codebook, count, total, flat, threshold):
+        new, c, t, n = restart_dead_codes(codebook, count, total, flat, threshold)
+        return new, c, torch.where((count < threshold)[:, None], t, torch.zeros_like(t)), n
+    result = check_restart(zeroes_living_totals, verbose=False)
+    assert not result and "living code" in result.message
+
     def stub(*a):
         raise NotImplementedError("Your turn")
     for check in (check_nearest_code, check_ema_update):

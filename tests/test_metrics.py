@@ -188,3 +188,49 @@ def test_remove_later_removes_the_later_image_of_each_verified_pair():
     assert remove_later(pairs, distances, 0.05, 6).tolist() == [False, False, False, True, False, True]
     assert remove_later(pairs, distances, 0.08, 6).nonzero().flatten().tolist() == [3, 4, 5]
     assert not remove_later(pairs[:0], distances[:0], 0.08, 6).any()
+
+
+def test_the_wrong_label_and_shuffled_code_baselines_change_only_what_they_say():
+    from webmm_lab.experiments.jukebox import CodeSet, JukeboxSetup, prior_loss, upsampler_loss
+
+    setup = JukeboxSetup(prior_len=4, up_len=8, codebook=(16, 16, 8))
+    K, G = setup.codebook[-1], len(setup.genres)
+    top = torch.arange(3 * 8).view(3, 8) % K                       # 3 clips, 8 top codes each
+    mid = torch.arange(3 * 32).view(3, 32) % 16
+    codes = CodeSet({"val": [None, mid, top]}, {"val": torch.tensor([0, 1, 2])}, {"val": torch.tensor([2, 0, 1])})
+    seen = []
+
+    class Prior(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, y):
+            seen.append(x[:, :2].clone())
+            return None, (x[:, 0] == K).float().mean() + self.w   # depends on the genre tokens only
+
+    prior_loss(Prior(), codes, setup, shift_genre=1)
+    genre_tok, artist_tok = seen[-1][:, 0] - K, seen[-1][:, 1] - K - G
+    assert genre_tok.tolist() == [1, 2, 0] and artist_tok.tolist() == [2, 0, 1]   # artist kept
+    prior_loss(Prior(), codes, setup, shift_labels=1)
+    assert (seen[-1][:, 0] - K).tolist() == [1, 2, 0] and (seen[-1][:, 1] - K - G).tolist() == [0, 1, 2]
+
+    uppers = []
+
+    class Up(nn.Module):
+        ratio = 4
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, lower, upper, labels):
+            uppers.append((lower.clone(), upper.clone(), labels.clone()))
+            return (lower[:, ::4] == upper).float().mean() + self.w  # 1 where the codes belong together
+
+    upsampler_loss(Up(), codes, setup, 1)
+    aligned = uppers[-1]
+    upsampler_loss(Up(), codes, setup, 1, shuffle_upper=True)
+    shuffled = uppers[-1]
+    assert torch.equal(shuffled[0], aligned[0]) and torch.equal(shuffled[2], aligned[2])  # same codes, labels
+    assert torch.equal(shuffled[1], aligned[1].roll(1, 0))           # every clip another clip's upper codes

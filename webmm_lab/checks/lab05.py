@@ -103,10 +103,14 @@ def check_restart(fn: Callable, verbose: bool = True) -> CheckResult:
         problem = None
         if int(n) != int(dead.sum()):
             problem = f"n = {int(n)}, but {int(dead.sum())} codes had a count below the threshold"
-        elif not torch.equal(new[~dead], before[0][~dead]) or not torch.equal(c[~dead], before[1][~dead]):
-            problem = "a living code (count >= threshold) was changed"
+        elif not (torch.equal(new[~dead], before[0][~dead]) and torch.equal(c[~dead], before[1][~dead])
+                  and torch.equal(t[~dead], before[2][~dead])):
+            problem = "a living code (count >= threshold) was changed: its vector, count or total"
         elif dead.any() and not (new[dead][:, None, :] == flat[None]).all(-1).any(-1).all():
             problem = "a restarted code is not one of the batch's vectors"
+        elif 1 < int(dead.sum()) <= len(flat) and len(torch.unique(new[dead], dim=0)) < int(dead.sum()):
+            problem = ("two restarted codes landed on the same vector: draw distinct vectors of the "
+                       "batch (two identical codes split their vectors and one dies again)")
         elif dead.any() and not (torch.allclose(c[dead], torch.full_like(c[dead], threshold))
                                  and torch.allclose(t[dead], threshold * new[dead], atol=1e-5)):
             problem = "a restarted code needs count = threshold and total = threshold * its vector"

@@ -214,15 +214,17 @@ def prior_batches(codes: CodeSet, setup: JukeboxSetup, level: int = -1):
 
 @torch.no_grad()
 def prior_loss(prior: GPT, codes: CodeSet, setup: JukeboxSetup, split: str = "val",
-               shift_labels: int = 0, level: int = -1) -> float:
+               shift_labels: int = 0, level: int = -1, shift_genre: int = 0) -> float:
     """Mean next-code loss of the prior on every `split` clip's non-overlapping windows. With
     shift_labels = s, each clip is given genre (g + s) mod G and artist (a + s) mod A: s > 0
-    gives every clip a wrong genre and a wrong artist."""
+    gives every clip a wrong genre and a wrong artist. With shift_genre = s only the genre is
+    wrong, the artist (the timbre, easy to hear) stays true."""
     prior.eval()
     device = next(prior.parameters()).device
     top = codes.codes[split][level]
     L, G, A = setup.prior_len, len(setup.genres), len(setup.artists)
-    genre, artist = (codes.genre[split] + shift_labels) % G, (codes.artist[split] + shift_labels) % A
+    genre = (codes.genre[split] + shift_labels + shift_genre) % G
+    artist = (codes.artist[split] + shift_labels) % A
     losses = []
     for s in range(0, top.shape[1] - L + 1, L):
         x, y = prior_tokens(top[:, s: s + L], genre, artist, setup.codebook[level], G)
@@ -271,15 +273,20 @@ def upsampler_batch(codes: CodeSet, up: Upsampler, split: str, level: int, rows:
 
 @torch.no_grad()
 def upsampler_loss(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: int = 1,
-                   split: str = "val") -> float:
-    """Mean next-code loss of the upsampler on non-overlapping windows of every `split` clip."""
+                   split: str = "val", shuffle_upper: bool = False) -> float:
+    """Mean next-code loss of the upsampler on non-overlapping windows of every `split` clip.
+    With shuffle_upper, each clip's window gets the upper codes of another clip (the next one:
+    never its own), its labels kept: the baseline that says what the upper codes are worth."""
     up.eval()
     device = next(up.parameters()).device
     n, Lu = len(codes.genre[split]), setup.up_len // up.ratio
     losses = []
     for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu):
-        batch = upsampler_batch(codes, up, split, level, torch.arange(n), torch.full((n,), s), Lu, setup)
-        losses.append(up(*[b.to(device) for b in batch]).item())
+        lower, upper, labels = upsampler_batch(codes, up, split, level, torch.arange(n),
+                                               torch.full((n,), s), Lu, setup)
+        if shuffle_upper:
+            upper = upper.roll(1, dims=0)                                # (n, Lu) another clip's
+        losses.append(up(lower.to(device), upper.to(device), labels.to(device)).item())
     return float(np.mean(losses))
 
 

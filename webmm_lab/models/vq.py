@@ -59,13 +59,17 @@ def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch
                        flat: torch.Tensor, threshold: float,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Codes whose moving count fell below `threshold` are moved onto random vectors of this
-    batch flat (N, D), with count = threshold and total = threshold * vector (a fresh code
-    with the weight of a barely living one). Returns (codebook, count, total, how many)."""
+    batch flat (N, D), distinct ones while the batch has enough (as Jukebox's restarts draw
+    from a shuffled batch), with count = threshold and total = threshold * vector (a fresh
+    code with the weight of a barely living one). Returns (codebook, count, total, how many)."""
     dead = count < threshold                                                   # (K,)
     n_dead = int(dead.sum())
     if n_dead == 0:
         return codebook, count, total, 0
-    pick = torch.randint(len(flat), (n_dead,), generator=generator, device=flat.device)
+    if n_dead <= len(flat):                                                    # distinct vectors
+        pick = torch.randperm(len(flat), generator=generator, device=flat.device)[:n_dead]
+    else:
+        pick = torch.randint(len(flat), (n_dead,), generator=generator, device=flat.device)
     fresh = flat[pick].to(codebook.dtype)                                      # (n_dead, D)
     codebook, count, total = codebook.clone(), count.clone(), total.clone()
     codebook[dead] = fresh
