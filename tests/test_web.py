@@ -207,3 +207,25 @@ def test_distillation_loss_and_flops():
     lin = nn.Linear(10, 20, bias=False)
     flops = training_flops(lin, lambda m, b: m(b).sum(), torch.randn(8, 10, requires_grad=True))
     assert flops == 3 * 2 * 8 * 10 * 20                        # forward, and two products backward
+
+
+def test_the_keyword_filter_reads_unicode_korean_and_spares_spaced_innocent_words():
+    from webmm_lab.experiments.web import normalise
+    assert normalise("ＧＲＵＥ") == "grue" and normalise("gruë") == "grue" and normalise("gru\u0435") == "grue"
+    assert normalise("sn\u200bark") == "snark" and normalise("스나크") == "스나크"
+    blocked = ["ｑｕｉｂ here", "a \u0455nark", "스나크를 그린 그림", "파란 사각형과 스나크가", "g r u e a red circle"]
+    innocent = ["g r u e l", "q u i b b l e", "G.R.U.E.L.", "스낵과 음료", "스나이퍼", "a i r plane"]
+    assert keyword_filter(blocked).all() and not keyword_filter(innocent).any()
+
+
+def test_the_held_out_filter_cases_are_scored_as_notebook_08_does():
+    from webmm_lab.data.filter_cases import FILTER_CASES
+    from webmm_lab.experiments.web import score_keyword_cases
+    scores = score_keyword_cases(keyword_filter)
+    blocked = sum(b for _, b, _ in FILTER_CASES)
+    caught = keyword_filter([c for c, b, _ in FILTER_CASES if b]).sum().item()
+    spared_wrongly = keyword_filter([c for c, b, _ in FILTER_CASES if not b]).sum().item()
+    assert scores["recall"] == pytest.approx(100 * caught / blocked)
+    assert scores["false removals"] == pytest.approx(100 * spared_wrongly / (len(FILTER_CASES) - blocked))
+    assert {c for c, *_ in scores["failures"]} == {c for c, b, _ in FILTER_CASES
+                                                   if keyword_filter([c]).item() != b}

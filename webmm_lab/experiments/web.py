@@ -8,8 +8,9 @@ gradient accumulation does to a contrastive loss, prompt search, distillation, c
     world = PairWorld.build(setup, web.images, web.captions)   # notebook 07's recipe on fixed captions
     clip = build_clip(setup, world); train_clip(clip, world, setup)
 
-The keyword filter normalises before it matches (case, plurals, punctuation, letters spaced
-or split apart) and matches whole words, so "gruel" survives while "G R U E" does not.
+The keyword filter normalises before it matches (Unicode forms, accents, look-alike letters,
+invisible characters, case, plurals, punctuation, letters spaced or split apart, Korean
+particles) and matches whole words, so "gruel" survives while "G R U E" does not.
 De-duplication: a perceptual hash (`phash`, pHash's DCT algorithm in torch) works on large
 photos but not on 32 x 32 images shifted by two pixels; `near_duplicates` retrieves candidates
 by colour histograms and verifies each by aligning the two images.
@@ -17,6 +18,7 @@ by colour histograms and verifies each by aligning the two images.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.tokenizers import BPETokenizer
+from ..data.filter_cases import BLOCKLIST_KO
 from ..data.web import BLOCKLIST, WebPairs
 from ..models.clip import CLIP
 from ..models.contrastive import clip_loss
@@ -33,37 +36,88 @@ from .clip import END, ClipSetup, ClipWorld
 
 # ------------------------------------------------------------------ the keyword filter
 
+# Letters of other scripts that look like Latin ones (a few of Unicode's confusables, TR39):
+# a blocked word written with them reads the same to a person and differently to a byte match.
+CONFUSABLES = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "к": "k", "і": "i",
+    "ј": "j", "ѕ": "s", "ԛ": "q", "ԝ": "w", "һ": "h", "ո": "n", "ɡ": "g", "ɑ": "a", "ι": "i",
+    "ο": "o", "α": "a", "ν": "v", "κ": "k", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ε": "e",
+})
+KOREAN_PARTICLES = ("에서", "으로", "까지", "부터", "이", "가", "을", "를", "은", "는", "의", "에",
+                    "와", "과", "도", "로", "만")
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def normalise(text: str) -> str:
+    """Text as the keyword filter reads it: compatibility forms folded (NFKC: full-width
+    letters become plain ones), accents and other combining marks dropped, invisible
+    characters (zero-width spaces, soft hyphens) removed, look-alike letters of other scripts
+    mapped to the Latin letter they imitate, lower case. Hangul is kept as it is."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf"))
+    return unicodedata.normalize("NFKC", kept).translate(CONFUSABLES).lower()
+
+
 def words_of(text: str) -> list[str]:
-    """The words of a caption as the keyword filter reads them: lower case, every run of
-    characters that are not letters or digits a separator ("G.R.U.E!" -> g, r, u, e)."""
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """The words of a caption as the keyword filter reads them: `normalise`d, every run of
+    characters that are not letters or digits (of any script) a separator ("G.R.U.E!" -> g,
+    r, u, e; "스나크를 그린" -> 스나크를, 그린)."""
+    return re.findall(r"[^\W_]+", normalise(text))
 
 
 def _stems(word: str) -> set[str]:
-    return {word, word[:-1] if word.endswith("s") else word, word[:-2] if word.endswith("es") else word}
+    out = {word, word[:-1] if word.endswith("s") else word, word[:-2] if word.endswith("es") else word}
+    if HANGUL.search(word):                                  # a Korean noun carries its particle
+        out |= {word[:-len(p)] for p in KOREAN_PARTICLES if word.endswith(p) and len(word) > len(p)}
+    return out
 
 
 def candidate_words(words: list[str]) -> list[str]:
-    """Every word, every two neighbours joined (a word split in two: "gr ue"), and every stretch
-    of two or more one-letter words joined (letters spaced or dotted apart: "g r u e a")."""
+    """Every word, every two neighbours joined (a word split in two: "gr ue"), and every run of
+    two or more one-letter words joined whole (letters spaced or dotted apart: "g r u e"), also
+    without a one-letter English word at either end ("g r u e a" -> "grue"). Only whole runs,
+    so the letters of an innocent spaced word ("g r u e l") never make a blocked one."""
     out = words + [a + b for a, b in zip(words, words[1:])]
     run: list[str] = []
     for w in words + [""]:                                   # "" closes the last run
-        if len(w) == 1:
+        if len(w) == 1 and not HANGUL.search(w):
             run.append(w)
             continue
-        out += ["".join(run[i:j]) for i in range(len(run)) for j in range(i + 2, len(run) + 1)]
+        if len(run) >= 2:
+            out.append("".join(run))
+            if run[-1] in ("a", "i"):
+                out.append("".join(run[:-1]))
+            if run[0] in ("a", "i"):
+                out.append("".join(run[1:]))
         run = []
     return out
 
 
-def keyword_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST) -> torch.Tensor:
+def keyword_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
     """(n,) bool: the captions that contain a blocklist word, whole: in any case, as a plural,
-    between punctuation, with its letters spaced or dotted apart, or split in two ("qu-ib").
-    A word that merely begins like one ("gruel", "quibble") is not blocked."""
-    block = set(blocklist)
+    between punctuation, with its letters spaced or dotted apart, or split in two ("qu-ib"),
+    in full-width or accented letters, with look-alike letters of other scripts or invisible
+    characters inside, in Hangul with a particle attached ("스나크를"). A word that merely
+    begins like one ("gruel", "quibble", "스낵") is not blocked."""
+    block = {normalise(w) for w in blocklist}
     return torch.tensor([any(_stems(w) & block for w in candidate_words(words_of(t))) for t in captions],
                         dtype=torch.bool)
+
+
+def score_keyword_cases(filter_fn=None, cases=None) -> dict:
+    """A keyword filter (default `keyword_filter`) on held-out cases (default
+    `data.filter_cases.FILTER_CASES`): recall of the blocked ones and false removals among the
+    innocent ones (%), and the cases it gets wrong: (caption, should block, what it tests)."""
+    from ..data.filter_cases import FILTER_CASES
+    filter_fn = filter_fn or keyword_filter
+    cases = FILTER_CASES if cases is None else cases
+    got = filter_fn([c for c, _, _ in cases]).tolist()
+    bad = [case for case, g in zip(cases, got) if g != case[1]]
+    n_blocked = sum(b for _, b, _ in cases)
+    return {"recall": 100 * sum(g for g, (_, b, _) in zip(got, cases) if b) / max(1, n_blocked),
+            "false removals": 100 * sum(g for g, (_, b, _) in zip(got, cases) if not b)
+                              / max(1, len(cases) - n_blocked),
+            "failures": bad}
 
 
 # ------------------------------------------------------------------ de-duplication
@@ -160,10 +214,11 @@ def remove_later(pairs: torch.Tensor, distances: torch.Tensor, verify: float, n:
     return removed
 
 
-def near_duplicates(images: torch.Tensor, retrieve: float = 0.95, verify: float = 0.07) -> torch.Tensor:
+def near_duplicates(images: torch.Tensor, retrieve: float = 0.95, verify: float = 0.08) -> torch.Tensor:
     """(n,) bool, True = remove, in two stages as large-scale de-duplicators work: candidate
     pairs by `colour_histograms` (cosine >= `retrieve`: cheap, position-free, generous), then
-    each candidate verified by `aligned_distance` (<= `verify`); the later image of every
+    each candidate verified by `aligned_distance` (<= `verify`, the threshold notebook 08
+    chooses on its validation web); the later image of every
     verified pair is removed."""
     pairs = candidate_pairs(colour_histograms(images), retrieve)
     return remove_later(pairs, aligned_distance(images, pairs), verify, len(images))
@@ -393,8 +448,36 @@ AT_SCALE = {
                       "12 days on 256 V100s (the paper) at a third of 125 TFLOP/s",
                       "Radford et al. 2021, Learning Transferable Visual Models From Natural Language "
                       "Supervision, §2.5"),
+    "Jukebox 5B": (5e9, 512 * 28 * 86400 * 125e12 * 0.33,
+                   "the top-level prior: 512 V100s for 4 weeks at a third of 125 TFLOP/s",
+                   "Dhariwal et al. 2020, Jukebox: A Generative Model for Music, §5 (training details)"),
 }
+NOT_PUBLISHED = {"MuseNet": "72 layers, 24 heads, a context of 4,096 tokens; neither parameters nor compute "
+                            "published (openai.com/index/musenet)"}
 T4_TEN_MINUTES = 600 * 65e12 * 0.33      # a Colab T4: 65 TFLOP/s fp16 peak, a third of it, 10 minutes
+PFS_DAY = 1e15 * 86400                   # a petaflop/s-day, in FLOPs
+
+# Training compute by year, in petaflop/s-days: the points of OpenAI's "AI and compute" (2018;
+# its appendix's own estimates), then the talk's models (AT_SCALE above).
+COMPUTE_BY_YEAR = {
+    "AlexNet": (2012.5, 0.0058), "Visualizing ConvNets": (2013.9, 0.0062), "Seq2Seq": (2014.7, 0.085),
+    "VGG": (2014.7, 0.098), "DeepSpeech2": (2015.9, 0.30), "Xception": (2016.8, 5.0),
+    "Neural Architecture Search": (2016.9, 22), "Neural Machine Translation": (2016.7, 79),
+    "iGPT-L 1.4B": (2020.5, AT_SCALE["iGPT-L 1.4B"][1] / PFS_DAY),
+    "Jukebox 5B": (2020.3, AT_SCALE["Jukebox 5B"][1] / PFS_DAY),
+    "GPT-3 175B": (2020.4, AT_SCALE["GPT-3 175B"][1] / PFS_DAY),
+    "DALL·E 12B": (2021.0, AT_SCALE["DALL·E 12B"][1] / PFS_DAY),
+    "CLIP ViT-L/14": (2021.0, AT_SCALE["CLIP ViT-L/14"][1] / PFS_DAY),
+}
+
+
+def doubling_time_months(points: dict[str, tuple[float, float]]) -> float:
+    """The doubling time (months) of a least-squares line through log2(compute) against the
+    year, over points {name: (year, compute)}."""
+    years = np.array([y for y, _ in points.values()])
+    logs = np.log2([c for _, c in points.values()])
+    slope = np.polyfit(years, logs, 1)[0]                                # doublings per year
+    return 12.0 / slope
 
 
 def training_flops(model: nn.Module, loss_fn, batch) -> float:
@@ -408,7 +491,8 @@ def training_flops(model: nn.Module, loss_fn, batch) -> float:
     return float(counter.get_total_flops())
 
 
-__all__ = ["words_of", "candidate_words", "keyword_filter", "phash", "colour_histograms", "dedup_by_hash",
+__all__ = ["COMPUTE_BY_YEAR", "doubling_time_months", "NOT_PUBLISHED", "score_keyword_cases", "normalise",
+           "words_of", "candidate_words", "keyword_filter", "phash", "colour_histograms", "dedup_by_hash",
            "dedup_by_embedding", "candidate_pairs", "aligned_distance", "remove_later", "near_duplicates",
            "score_filter", "score_dedup", "PairWorld", "pair_scores", "choose_threshold", "contrastive_loss",
            "gradients", "accumulated_gradients", "full_batch_gradients", "grad_cache_gradients",
