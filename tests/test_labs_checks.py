@@ -511,6 +511,24 @@ def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_attention_mask(stub, verbose=False).message
 
 
+def test_lab08_grad_cache_check_accepts_gradcache_and_catches_accumulation():
+    from webmm_lab.checks.lab08 import check_grad_cache
+    from webmm_lab.experiments.web import accumulated_gradients, grad_cache_gradients
+    from webmm_lab.models.contrastive import clip_loss
+
+    assert check_grad_cache(grad_cache_gradients, verbose=False)
+    loss = lambda m, b: clip_loss(*m(*b), m.logit_scale)
+    naive = check_grad_cache(lambda m, b, k: accumulated_gradients(m, loss, b, k), verbose=False)
+    assert not naive and "differ from the whole batch's" in naive.message
+
+    def frozen_scale(m, b, k):                        # the logit scale's gradient forgotten
+        grads = grad_cache_gradients(m, b, k)
+        return [torch.zeros_like(g) if p is m.logit_scale else g for p, g in zip(m.parameters(), grads)]
+    result = check_grad_cache(frozen_scale, verbose=False)
+    assert not result and "logit_scale" in result.message
+    assert not check_grad_cache(lambda m, b, k: grad_cache_gradients(m, b, k)[:-1], verbose=False)
+
+
 def test_lab08_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab08 import check_clip_score_filter, check_dedup, check_keyword_filter
     from webmm_lab.experiments.web import choose_threshold, dedup_by_embedding, keyword_filter

@@ -1,14 +1,19 @@
 """Checks for lab 08: the keyword filter, the embedding de-duplicator and the CLIP-score filter,
-each scored against a mini web's planted ground truth (and the de-duplicator's rule against
-the package's)."""
+each checked on a freshly built mini web (its planted ground truth; the de-duplicator's rule also
+against the package's on random embeddings), and GradCache, whose gradients must equal the
+whole batch's."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
+from torch import nn
+
 from ..data.web import BLOCKLIST, build_web
-from ..experiments.web import choose_threshold, dedup_by_embedding, score_filter
+from ..experiments.web import (choose_threshold, colour_histograms, dedup_by_embedding,
+                               full_batch_gradients, max_difference, score_filter)
+from ..models.contrastive import clip_loss
 from . import CheckResult, _report
 
 
@@ -69,13 +74,16 @@ def check_dedup(fn: Callable[[torch.Tensor, float], torch.Tensor], verbose: bool
     Checked on random embeddings with planted near-copies, against the package's rule."""
     name = "dedup"
     gen = torch.Generator().manual_seed(8)
-    for trial in range(10):
+    web = build_web(400, seed=int(torch.randint(1000, ())))          # a fresh mini web, last trial
+    for trial in range(11):
         n, d = int(torch.randint(5, 300, (), generator=gen)), int(torch.randint(2, 24, (), generator=gen))
         base = torch.randn(n, d, generator=gen) * (1 + 4 * torch.rand(n, 1, generator=gen))  # lengths vary
         copies = torch.randint(n, (n // 4,), generator=gen)
         emb = torch.cat([base, base[copies] * 2 + 0.05 * torch.randn(len(copies), d, generator=gen)])
         emb = emb[torch.randperm(len(emb), generator=gen)]
         threshold = float(0.9 + 0.09 * torch.rand((), generator=gen))
+        if trial == 10:                                                 # the web's images, as notebook 08
+            emb, threshold = colour_histograms(web.images), 0.96
         out, bad = _call(name, verbose, fn, emb.clone(), threshold)
         if bad is not None:
             return bad
@@ -91,7 +99,7 @@ def check_dedup(fn: Callable[[torch.Tensor, float], torch.Tensor], verbose: bool
                            f"{best:.4f} (threshold {threshold:.4f}; trial {trial + 1}, {len(emb)} items). Compare "
                            "directions (cosine), not raw dot products, and only with earlier items")
     return _report(CheckResult(name, True, "removes exactly the items close to an earlier one, on 10 random sets "
-                               "with planted copies"), verbose)
+                               "with planted copies and a fresh mini web's images"), verbose)
 
 
 def check_clip_score_filter(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[float, torch.Tensor]],
@@ -101,13 +109,16 @@ def check_clip_score_filter(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tens
     every pair scoring below it removed."""
     name = "clip_score_filter"
     gen = torch.Generator().manual_seed(9)
+    webs = [build_web(400, seed=int(torch.randint(1000, ()))) for _ in range(2)]   # fresh mini webs
     for trial in range(10):
-        m, n = (int(torch.randint(20, 400, (), generator=gen)) for _ in range(2))
-        def draw(k):
-            bad = torch.rand(k, generator=gen) < 0.4
+        def draw(web):     # a score per pair: wrong pairs (mismatched, boilerplate) score lower
+            bad = web.mask("mismatched", "boilerplate")
+            k = int(torch.randint(20, len(web), (), generator=gen))
+            bad = bad[torch.randperm(len(web), generator=gen)[:k]]
             return torch.where(bad, 0.2, 0.6) + 0.15 * torch.randn(k, generator=gen), bad
-        val_scores, val_bad = draw(m)
-        scores, _ = draw(n)
+        val_scores, val_bad = draw(webs[0])
+        scores, _ = draw(webs[1])
+        n = len(scores)
         out, bad = _call(name, verbose, fn, val_scores.clone(), val_bad.clone(), scores.clone())
         if bad is not None:
             return bad
@@ -124,3 +135,52 @@ def check_clip_score_filter(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tens
         if not torch.equal(removed, scores < threshold):
             return _failed(name, verbose, "removed must be exactly the pairs scoring below the threshold")
     return _report(CheckResult(name, True, "the best validation threshold, applied, on 10 random score sets"), verbose)
+
+
+class TinyCLIP(nn.Module):
+    """Two small towers with CLIP's interface: forward(images, ids, lengths) -> (image features,
+    text features), unit length, and a learned `logit_scale`; for the GradCache check."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8):
+        super().__init__()
+        self.image = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, dim))
+        self.embed = nn.Embedding(vocab, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, images, ids, lengths):
+        keep = (torch.arange(ids.shape[1]) < lengths[:, None]).float()[..., None]      # (n, T, 1)
+        text = (self.embed(ids) * keep).sum(1) / lengths[:, None].float()
+        return (nn.functional.normalize(self.image(images), dim=-1), nn.functional.normalize(text, dim=-1))
+
+
+def check_grad_cache(fn: Callable, verbose: bool = True) -> CheckResult:
+    """Lab 08: fn(model, batch (images, ids, lengths), k) -> the gradients (a list, in the order
+    of model.parameters()) of CLIP's loss over the WHOLE batch, computed k micro-batches at a
+    time as GradCache does. They must equal the whole batch's gradients to 1e-5, the logit
+    scale's included."""
+    name = "grad_cache"
+    gen = torch.Generator().manual_seed(10)
+    for trial in range(8):
+        torch.manual_seed(int(torch.randint(10_000, (), generator=gen)))
+        model = TinyCLIP()
+        k = int(torch.randint(2, 5, (), generator=gen))
+        n = k * int(torch.randint(2, 9, (), generator=gen))
+        lengths = torch.randint(1, 6, (n,), generator=gen)
+        batch = (torch.randn(n, 3, 4, 4, generator=gen), torch.randint(20, (n, 5), generator=gen), lengths)
+        want = full_batch_gradients(model, lambda m, b: clip_loss(*m(*b), m.logit_scale), batch)
+        got, bad = _call(name, verbose, fn, model, batch, k)
+        if bad is not None:
+            return bad
+        got = list(got) if isinstance(got, (list, tuple)) else None
+        if got is None or len(got) != len(want) or any(g is None or g.shape != w.shape for g, w in zip(got, want)):
+            return _failed(name, verbose, f"return a list of {len(want)} gradients, one per parameter of the model "
+                           "(in the order of model.parameters()), each of that parameter's shape")
+        diff = max_difference(got, want)
+        if diff > 1e-5:
+            names = [p for p, _ in model.named_parameters()]
+            worst = max(range(len(want)), key=lambda i: (got[i] - want[i]).abs().max().item())
+            return _failed(name, verbose, f"gradients differ from the whole batch's by up to {diff:.2e} (worst: "
+                           f"{names[worst]}; trial {trial + 1}, batch {n} in {k} micro-batches). Hint: the loss "
+                           "must see every micro-batch's features at once; only the second pass needs a graph")
+    return _report(CheckResult(name, True, "equals the whole batch's gradients (logit scale included) on 8 random "
+                               "batches and splits"), verbose)
