@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import urldefrag, urlparse
 
 import pytest
 

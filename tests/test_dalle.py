@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from webmm_lab.data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, render,
+from webmm_lab.data.world import (COLOURS, SIGN_LETTERS, Scene, caption, render,
                                   sample_panels, sample_scenes, sample_signs)
 from webmm_lab.experiments.clip import ClipWorld, held_out_pairs
-from webmm_lab.experiments.dalle import (HEADS, DalleSetup, agreement, build_dalle, build_judge,
-                                         build_tokenizer, build_world, choose_tokenizer, clip_setup,
-                                         describe, draw, judge_labels, panel_agreement, prompt_scenes,
-                                         rerank_gain, sample_and_judge, text_batch, tokenizer_report,
-                                         training_scenes, unigram_loss, unknown_words, validation_set)
+from webmm_lab.experiments.dalle import (DalleSetup, build_dalle, build_tokenizer, build_world, clip_setup,
+                                         draw, prompt_scenes, text_batch, training_scenes, unigram_loss,
+                                         unknown_words, validation_set)
+from webmm_lab.experiments.dalle_judge import (HEADS, agreement, build_judge, choose_tokenizer, describe,
+                                               judge_labels, panel_agreement, rerank_gain, sample_and_judge,
+                                               tokenizer_report)
 from webmm_lab.models.dalle import DALLE, attention_mask
 from webmm_lab.models.dvae import DiscreteVAE, VQTokenizer, gumbel_softmax, kl_to_uniform
 
@@ -215,6 +216,8 @@ def test_judge_labels_and_readings():
     y = judge_labels(scenes)
     assert y.shape == (3, len(HEADS))
     assert describe(y.clamp_min(0)) == ["2 red circles", "sign KA, white", "blue square / outline square"]
+    crosses = judge_labels([Scene("cross", "green", count=3, size="small"), Scene("cross", "green")])
+    assert describe(crosses) == ["3 green crosses", "1 green cross"]
     assert agreement(y, y).all()
     wrong = y.clone()
     wrong[0, list(HEADS).index("glyph 1")] = 3                 # a head that does not apply

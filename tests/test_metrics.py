@@ -158,7 +158,7 @@ def test_dalle_losses_of_an_untrained_uniform_model_are_log_vocabularies():
 
 
 def test_clip_scores_are_each_captions_dot_products_with_its_own_images():
-    from webmm_lab.experiments.dalle import clip_scores
+    from webmm_lab.experiments.dalle_judge import clip_scores
 
     class Fake(nn.Module):
         def __init__(self):
@@ -234,3 +234,47 @@ def test_the_wrong_label_and_shuffled_code_baselines_change_only_what_they_say()
     shuffled = uppers[-1]
     assert torch.equal(shuffled[0], aligned[0]) and torch.equal(shuffled[2], aligned[2])  # same codes, labels
     assert torch.equal(shuffled[1], aligned[1].roll(1, 0))           # every clip another clip's upper codes
+
+
+def test_dalle_losses_with_shuffled_captions_pair_each_image_with_the_next_scenes_caption():
+    from webmm_lab.experiments import dalle as D
+
+    seen = []
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, text, codes):
+            seen.append(text.clone())
+            return text.float().mean() + self.w, codes.float().mean() + self.w
+
+    world = type("W", (), {})()
+    captions_seen = []
+
+    def fake_text_batch(model, world, captions):
+        captions_seen.append(list(captions))
+        return torch.arange(len(captions))[:, None]
+    scenes = [f"scene {i}" for i in range(5)]
+    import unittest.mock as mock
+    with mock.patch.object(D, "text_batch", fake_text_batch), \
+            mock.patch.object(D, "caption", lambda s, rng=None: f"caption of {s}"):
+        D.dalle_losses(Model(), world, torch.zeros(5, 2, 2, dtype=torch.long), scenes)
+        D.dalle_losses(Model(), world, torch.zeros(5, 2, 2, dtype=torch.long), scenes, shuffle=True)
+    own, other = captions_seen
+    assert own == [f"caption of scene {i}" for i in range(5)]
+    assert other == own[1:] + own[:1] and all(a != b for a, b in zip(own, other))
+
+
+def test_the_bootstrap_interval_of_the_reranking_gain_brackets_it():
+    from webmm_lab.experiments.dalle_judge import bootstrap_interval
+    g = torch.Generator().manual_seed(0)
+    correct = torch.rand(200, 8, generator=g) < 0.4
+    scores = torch.rand(200, 8, generator=g) + correct.float()       # CLIP prefers right samples
+    top = correct[torch.arange(200), scores.argmax(1)].float().mean()
+    gain = 100 * (top - correct.float().mean()).item()
+    lo, hi = bootstrap_interval(correct, scores)
+    assert lo < gain < hi and hi - lo < 20
+    same = torch.ones(200, 8, dtype=torch.bool)                        # every sample right: no gain
+    assert bootstrap_interval(same, scores) == (0.0, 0.0)

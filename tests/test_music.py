@@ -195,7 +195,6 @@ def test_style_features_and_judge_separate_real_styles():
 
 
 def test_one_at_a_time_counts_notes_that_clash_within_a_voice():
-    from webmm_lab.experiments.musenet import one_at_a_time
     assert one_at_a_time(np.array([[0, 4, 0, 60], [4, 4, 0, 62], [0, 8, 1, 55]])) == 1.0
     # alto sings 57 and 59 at once (2 clashing notes of 4); soprano's next note is after
     notes = np.array([[0, 4, 1, 57], [2, 4, 1, 59], [8, 4, 1, 60], [0, 4, 0, 72]])

@@ -8,7 +8,7 @@ from webmm_lab.data.audio import load_audio
 from webmm_lab.experiments.jukebox import (CodeSet, JukeboxData, JukeboxSetup, build_prior,
                                            build_upsampler, prior_loss, prior_tokens, sample_top,
                                            tokens_per_minute)
-from webmm_lab.models.gpt import GPT, GPTConfig
+from webmm_lab.models.gpt import GPTConfig
 from webmm_lab.models.vq import VectorQuantizer, ema_update, restart_dead_codes, straight_through
 from webmm_lab.models.vqvae import VQVAE, Upsampler, spectral_convergence, spectral_loss, strides_for
 

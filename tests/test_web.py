@@ -9,7 +9,6 @@ from torch import nn
 from webmm_lab.data.shards import ShardError, read_shards, write_shards
 from webmm_lab.data.web import (BLOCKED_FORMS, BLOCKLIST, KINDS, MIXTURE, NEAR_MISSES, blocked_form, build_web,
                                 clean_pairs, edit_duplicate)
-from webmm_lab.data.world import caption
 from webmm_lab.experiments.clip import ClipSetup, build_clip, held_out_pairs
 from webmm_lab.experiments.web import (PairWorld, accumulated_gradients, aligned_distance, candidate_pairs,
                                        candidate_words, choose_threshold, colour_histograms, contrastive_loss,

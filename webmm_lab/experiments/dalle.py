@@ -18,20 +18,16 @@ freshly drawn scenes with their attributes, so it can grade what the generator d
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..data.world import (COLOURS, PANEL_TEMPLATES, SHAPES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene,
+from ..data.world import (PANEL_TEMPLATES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene,
                           caption, render, sample_panels, sample_scenes, sample_signs)
 from ..data.augment import soften
 from ..data.tokenizers import BPETokenizer
 from ..device import seed_everything
-from ..models.clip import CLIP
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..train import History, step_generator, train
@@ -67,7 +63,7 @@ class DalleSetup:
     clip_batch: int = 128
     judge_scenes: int = 6000
     judge_width: int = 24
-    judge_steps: int = 500
+    judge_steps: int = 800          # its shape reading of decoded images improves with steps (notebook 06, section 5)
     judge_batch: int = 64
     seed: int = 0
 
@@ -164,116 +160,6 @@ def validation_set(setup: DalleSetup, n: int = 600) -> tuple[torch.Tensor, list[
     return render(scenes, setup.resolution), scenes
 
 
-# ------------------------------------------------------------------ the judge
-
-HEADS = {"layout": 3, "colour": len(COLOURS), "shape": len(SHAPES), "count": 3,
-         "glyph 1": len(SIGN_LETTERS), "glyph 2": len(SIGN_LETTERS), "bottom": len(SHAPES),
-         "bottom style": 2}
-
-
-def judge_labels(scenes: list[Scene]) -> torch.Tensor:
-    """(n, len(HEADS)) long: each scene's attributes as the judge's heads read them, -1 where a
-    head does not apply (no count on a sign, no glyphs on shapes)."""
-    colours, layouts = list(COLOURS), ["objects", "word", "panels"]
-    rows = []
-    for s in scenes:
-        r = dict.fromkeys(HEADS, -1)
-        r["layout"], r["colour"] = layouts.index(s.layout), colours.index(s.colour)
-        if s.layout == "word":
-            if len(s.obj) != 2 or any(ch not in SIGN_LETTERS for ch in s.obj):
-                raise ValueError(f"the judge reads two-glyph signs of {SIGN_LETTERS}, got {s.obj!r}")
-            r["glyph 1"], r["glyph 2"] = SIGN_LETTERS.index(s.obj[0]), SIGN_LETTERS.index(s.obj[1])
-        else:
-            r["shape"] = SHAPES.index(s.obj)
-        if s.layout == "objects":
-            r["count"] = s.count - 1
-        if s.layout == "panels":
-            r["bottom"], r["bottom style"] = SHAPES.index(s.bottom_shape), int(s.style == "outline")
-        rows.append(list(r.values()))
-    return torch.tensor(rows)
-
-
-class Judge(nn.Module):
-    """Strided convolutions (no pooling: where things are matters) and an MLP with one linear
-    head per attribute. Unlike CLIP's image tower it keeps the layout, and it never sees text."""
-
-    def __init__(self, resolution: int = 32, width: int = 32):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),                          # (B, w, R, R)
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),        # (B, 2w, R/2, R/2)
-            nn.Conv2d(2 * width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),    # (B, 2w, R/4, R/4)
-            nn.Flatten(), nn.Linear(2 * width * (resolution // 4) ** 2, 256), nn.ReLU())   # (B, 256)
-        self.heads = nn.Linear(256, sum(HEADS.values()))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of each head, in HEADS' order: [(B, classes), ...]."""
-        return list(self.heads(self.net(x)).split(list(HEADS.values()), dim=1))
-
-
-def judge_training_scenes(n: int, seed: int = 0) -> list[Scene]:
-    """Every pair (held-out ones too: the judge must read them), signs, and two-panel scenes
-    with any bottom shape, filled or outline."""
-    k = n // 5
-    return (sample_scenes(n - 2 * k, seed=seed + 100) + sample_signs(k, seed=seed + 101)
-            + sample_panels(k, seed=seed + 102, same=False))
-
-
-def build_judge(setup: DalleSetup) -> Judge:
-    seed_everything(setup.seed + 7)
-    return Judge(setup.resolution, setup.judge_width)
-
-
-def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, device=None,
-                progress: bool = True) -> History:
-    """Train on `judge_training_scenes` (softened), every head's cross-entropy summed."""
-    scenes = judge_training_scenes(setup.judge_scenes, seed=setup.seed)
-    images, labels = render(scenes, setup.resolution), judge_labels(scenes)
-
-    def batch_fn(step: int):
-        g = step_generator(setup.seed + 7, step)
-        idx = torch.randint(len(images), (setup.judge_batch,), generator=g)
-        return soften(images[idx], g), labels[idx]
-
-    def loss_fn(m, batch):
-        x, y = batch
-        return sum(F.cross_entropy(logits, y[:, i], ignore_index=-1) for i, logits in enumerate(m(x)))
-    return train(judge, loss_fn, batch_fn, steps=setup.judge_steps, lr=2e-3, seed=setup.seed,
-                 run=run, device=device, progress=progress, setup=setup)
-
-
-@torch.no_grad()
-def read(judge: Judge, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """The judge's reading (n, len(HEADS)) of images (n, 3, R, R)."""
-    judge.eval()
-    device = next(judge.parameters()).device
-    return torch.cat([torch.stack([h.argmax(1) for h in judge(x.to(device))], 1).cpu()
-                      for x in images.split(batch)])
-
-
-def agreement(reading: torch.Tensor, labels: torch.Tensor, heads: tuple[str, ...] | None = None) -> torch.Tensor:
-    """(n,) bool: the reading matches the labels on `heads` (default: every head that applies)."""
-    cols = [list(HEADS).index(h) for h in heads] if heads else list(range(len(HEADS)))
-    r, y = reading[:, cols], labels[:, cols]
-    return ((r == y) | (y < 0)).all(1)
-
-
-def describe(reading: torch.Tensor) -> list[str]:
-    """Each reading as words: "2 red circles", "sign KA, white", "circle / outline square"."""
-    colours, out = list(COLOURS), []
-    for r in reading.tolist():
-        d = dict(zip(HEADS, r))
-        colour = colours[d["colour"]]
-        if d["layout"] == 1:
-            out.append(f"sign {SIGN_LETTERS[d['glyph 1']]}{SIGN_LETTERS[d['glyph 2']]}, {colour}")
-        elif d["layout"] == 2:
-            style = "outline " if d["bottom style"] else "filled "
-            out.append(f"{colour} {SHAPES[d['shape']]} / {style}{SHAPES[d['bottom']]}")
-        else:
-            out.append(f"{d['count'] + 1} {colour} {SHAPES[d['shape']]}{'s' if d['count'] else ''}")
-    return out
-
-
 # ------------------------------------------------------------------ the image tokenizer
 
 def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
@@ -320,29 +206,6 @@ def _float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x
 
 
-@torch.no_grad()
-def tokenizer_report(tok: DiscreteVAE | VQTokenizer, judge: Judge, images: torch.Tensor,
-                     scenes: list[Scene]) -> dict[str, float]:
-    """How well `tok` serves as DALL·E's tokenizer on held-out images: "used" (% of the codebook
-    the images use), "perplexity" of that use, "mse" of the argmax/nearest-code reconstructions,
-    "recognised" (% of reconstructions the judge reads entirely right) and "judge on originals"."""
-    codes = encode_images(tok, images)
-    recon = decode_codes(tok, codes)
-    n = torch.bincount(codes.flatten(), minlength=tok.codebook_size)
-    labels = judge_labels(scenes)
-    p = n.float() / n.sum()
-    return {"used": (n > 0).float().mean().item() * 100,
-            "perplexity": torch.exp(-(p * p.clamp_min(1e-10).log()).sum()).item(),
-            "mse": F.mse_loss(recon, images).item(),
-            "recognised": agreement(read(judge, recon), labels).float().mean().item() * 100,
-            "judge on originals": agreement(read(judge, images), labels).float().mean().item() * 100}
-
-
-def choose_tokenizer(reports: dict[str, dict[str, float]]) -> str:
-    """The tokenizer whose reconstructions the judge recognises most often (then: more codes used)."""
-    return max(reports, key=lambda k: (round(reports[k]["recognised"], 1), reports[k]["used"]))
-
-
 # ------------------------------------------------------------------ the transformer
 
 def build_dalle(setup: DalleSetup, world: DalleWorld) -> DALLE:
@@ -364,12 +227,17 @@ def weighted_loss(text_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene],
-                 batch: int = 256) -> tuple[float, float]:
-    """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption each."""
+                 batch: int = 256, shuffle: bool = False) -> tuple[float, float]:
+    """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption
+    each. With shuffle, every image gets the caption of the next scene instead of its own: the
+    baseline that says how much the caption tells the model about the image."""
     model.eval()
     device = next(model.parameters()).device
     rng = np.random.default_rng(0)
-    text = text_batch(model, world, [caption(s, rng) for s in scenes])
+    captions = [caption(s, rng) for s in scenes]
+    if shuffle:
+        captions = captions[1:] + captions[:1]                             # another scene's caption
+    text = text_batch(model, world, captions)
     losses = [model(t.to(device), c.to(device)) for t, c in zip(text.split(batch), codes.split(batch))]
     w = torch.tensor([len(c) for c in codes.split(batch)], dtype=torch.float)
     return tuple((torch.tensor([l[i].item() for l in losses]) * w).sum().item() / w.sum().item() for i in (0, 1))
@@ -423,87 +291,7 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captio
     return decode_codes(tok, codes), codes
 
 
-@torch.no_grad()
-def clip_scores(clip: CLIP, world: DalleWorld, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """(len(captions), n): CLIP's similarity of each caption's n images (as `draw` returns them)."""
-    clip.eval()
-    device = next(clip.parameters()).device
-    img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(512)])   # (len * n, D)
-    txt = world.encode_texts(clip, captions)                                        # (len, D)
-    img = img.view(len(captions), -1, img.shape[-1])
-    return torch.einsum("cnd,cd->cn", img, txt).cpu()
-
-
-def rerank_gain(correct: torch.Tensor, scores: torch.Tensor) -> tuple[float, float]:
-    """correct (C, n) bool: which samples the judge finds right. Returns (% right of a random
-    sample: the mean, % right of CLIP's top-1 per caption)."""
-    top = scores.argmax(1)
-    return (correct.float().mean().item() * 100,
-            correct[torch.arange(len(correct)), top].float().mean().item() * 100)
-
-
-def panel_agreement(reading: torch.Tensor) -> torch.Tensor:
-    """(n,) bool: the judge reads two panels with the same shape on the top and, on the bottom,
-    as an outline drawing (what "the exact same shape on the top and as an outline drawing on
-    the bottom" asks, whichever shape the model chose)."""
-    h = list(HEADS)
-    return ((reading[:, h.index("layout")] == 2) & (reading[:, h.index("shape")] == reading[:, h.index("bottom")])
-            & (reading[:, h.index("bottom style")] == 1))
-
-
-@dataclass
-class Samples:
-    """`n` generated images for each of C captions, read by the judge and scored by CLIP."""
-    captions: list[str]
-    images: torch.Tensor      # (C * n, 3, R, R), caption by caption
-    reading: torch.Tensor     # (C * n, len(HEADS)): what the judge sees
-    labels: torch.Tensor      # (C * n, len(HEADS)): what the captions ask for (-1: not asked)
-    scores: torch.Tensor      # (C, n): CLIP's similarity of each image with its caption
-    seconds: float            # the sampling time (one batched KV-cached call per 512 sequences)
-
-    @property
-    def n(self) -> int:
-        return self.scores.shape[1]
-
-    def right(self, heads: tuple[str, ...] | None = None) -> torch.Tensor:
-        """(C, n) bool: the judge's reading matches the caption on `heads` (None: everything asked;
-        ("panels",): the two panels agree, see `panel_agreement`)."""
-        if heads == ("panels",):
-            ok = panel_agreement(self.reading)
-        else:
-            ok = agreement(self.reading, self.labels, heads)
-        return ok.view(len(self.captions), self.n)
-
-    def rates(self, heads: tuple[str, ...] | None = None) -> tuple[float, float]:
-        """(% right of a random sample, % right of CLIP's top-1 of n) on `heads`."""
-        return rerank_gain(self.right(heads), self.scores)
-
-    def best_first(self) -> torch.Tensor:
-        """(C, n): each caption's sample indices (into images, 0..C*n-1), CLIP's best first."""
-        order = self.scores.argsort(1, descending=True)
-        return order + self.n * torch.arange(len(self.captions))[:, None]
-
-
-def sample_and_judge(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, judge: Judge,
-                     clip: CLIP, captions: list[str], scenes: list[Scene] | None = None, n: int = 8,
-                     temperature: float = 1.0, seed: int = 0) -> Samples:
-    """Draw `n` images per caption, read them with the judge and score them with CLIP. `scenes`
-    (one per caption) says what each caption asks for; without them nothing is asked (labels -1)."""
-    if scenes is not None and len(scenes) != len(captions):
-        raise ValueError(f"give one scene per caption: {len(scenes)} scenes, {len(captions)} captions")
-    t0 = time.perf_counter()
-    images, _ = draw(model, tok, world, captions, n=n, temperature=temperature, seed=seed)
-    seconds = time.perf_counter() - t0
-    labels = (judge_labels(scenes) if scenes is not None
-              else torch.full((len(captions), len(HEADS)), -1)).repeat_interleave(n, 0)
-    return Samples(list(captions), images, read(judge, images), labels,
-                   clip_scores(clip, world, images, captions), seconds)
-
-
-__all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "HEADS", "clip_setup", "training_scenes", "build_world",
-           "caption_words", "unknown_words", "prompt_scenes", "validation_set", "judge_labels", "Judge",
-           "judge_training_scenes", "build_judge", "train_judge", "read", "agreement",
-           "describe", "build_tokenizer", "train_tokenizer", "encode_images", "decode_codes",
-           "tokenizer_report", "choose_tokenizer", "build_dalle", "text_batch", "weighted_loss",
-           "dalle_losses", "unigram_loss", "train_dalle", "draw", "clip_scores", "rerank_gain",
-           "panel_agreement", "Samples", "sample_and_judge"]
+__all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
+           "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
+           "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch", "weighted_loss",
+           "dalle_losses", "unigram_loss", "train_dalle", "draw"]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.audio import AudioSet, load_audio
 from ..data.music import STYLES
