@@ -458,6 +458,30 @@ def test_lab05_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_restart(stub, verbose=False).message
 
 
+def test_lab06_schedule_check_accepts_the_dvae_and_catches_other_ramps():
+    from webmm_lab.checks.lab06 import check_schedule
+    from webmm_lab.models.dvae import DiscreteVAE
+
+    def dvae(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+        return DiscreteVAE(4, 4, 4, tau_start=tau_start, tau_end=tau_end, anneal_over=anneal_over,
+                           kl_weight=kl_weight, kl_warmup=kl_warmup).schedule(progress)
+    assert check_schedule(dvae, seed=0, verbose=False)
+
+    def linear_tau(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+        p = min(1.0, max(0.0, progress))
+        return tau_start + (tau_end - tau_start) * min(1.0, p / anneal_over), kl_weight * min(1.0, p / kl_warmup)
+    assert not check_schedule(linear_tau, seed=0, verbose=False)
+
+    def no_warmup(progress, *args):
+        tau, _ = dvae(progress, *args)
+        return tau, args[3]
+    assert not check_schedule(no_warmup, seed=0, verbose=False)
+
+    def unclamped(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+        return tau_start * (tau_end / tau_start) ** (progress / anneal_over), kl_weight * progress / kl_warmup
+    assert not check_schedule(unclamped, seed=0, verbose=False)
+
+
 def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     import math
 
@@ -479,6 +503,10 @@ def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     assert not silent and "tau = 0" in silent.message
 
     assert check_kl_to_uniform(kl_to_uniform, seed=0, verbose=False)
+    naive = lambda l: (l.softmax(1) * (l.softmax(1).log() + math.log(l.shape[1]))).sum(1).mean()
+    for seed in range(3):                                # every seed has logits that underflow
+        result = check_kl_to_uniform(naive, seed=seed, verbose=False)
+        assert not result and "non-finite" in result.message
     no_log_k = lambda l: (l.softmax(1) * l.log_softmax(1)).sum(1).mean()
     assert not check_kl_to_uniform(no_log_k, seed=0, verbose=False)
     summed = lambda l: kl_to_uniform(l) * l[:, 0].numel()                                # a sum over cells

@@ -1,5 +1,7 @@
-"""Checks for lab 06: DALL·E's pieces — the gumbel-softmax sample with its temperature, the KL
-term to a uniform prior over the codes, and the attention mask over [caption, image] tokens."""
+"""Checks for lab 06: DALL·E's pieces — the schedules of the dVAE's temperature and KL weight,
+the gumbel-softmax sample with its temperature, the KL term to a uniform prior over the codes
+(with logits large enough to underflow a naive log of the softmax), and the attention mask
+over [caption, image] tokens."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +9,7 @@ from typing import Callable
 import torch
 
 from ..models.dalle import ATTENTION_KINDS, attention_mask
-from ..models.dvae import gumbel_softmax, kl_to_uniform
+from ..models.dvae import DiscreteVAE, gumbel_softmax, kl_to_uniform
 from . import CheckResult, _report, check_function, check_raises
 
 
@@ -41,10 +43,42 @@ def check_gumbel_softmax(fn: Callable[[torch.Tensor, float, torch.Tensor], torch
     return _report(result, verbose)
 
 
+def _schedule_inputs(gen: torch.Generator):
+    r = lambda lo, hi: float(lo + (hi - lo) * torch.rand((), generator=gen))
+    return dict(progress=r(-0.05, 1.05), tau_start=r(0.5, 2.0), tau_end=r(0.02, 0.3),
+                anneal_over=r(0.2, 1.0), kl_weight=r(0.0, 7.0), kl_warmup=r(0.01, 0.5))
+
+
+def _reference_schedule(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+    d = DiscreteVAE(4, 4, 4, tau_start=tau_start, tau_end=tau_end, anneal_over=anneal_over,
+                    kl_weight=kl_weight, kl_warmup=kl_warmup)
+    return tuple(torch.tensor(v, dtype=torch.float64) for v in d.schedule(progress))
+
+
+def check_schedule(fn: Callable[..., tuple[float, float]], **kw) -> CheckResult:
+    """Lab 06: fn(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup) -> (tau, kl):
+    the temperature falls geometrically from tau_start to tau_end over the first `anneal_over`
+    of training and then stays; the KL weight rises linearly from 0 to kl_weight over the first
+    `kl_warmup` and then stays. progress is the share of training done (clamp it to [0, 1])."""
+    wrapped = lambda **a: tuple(torch.tensor(float(v), dtype=torch.float64) for v in fn(**a))
+    return check_function(wrapped, _reference_schedule, _schedule_inputs, name="schedule", trials=40,
+                          atol=1e-6, rtol=1e-5,
+                          hint="geometric means equal ratios for equal steps of progress; check "
+                          "progress 0, the end of each ramp, and beyond it", **kw)
+
+
+def _kl_logits(gen: torch.Generator) -> tuple[torch.Tensor]:
+    logits = _logits(gen)
+    if torch.rand((), generator=gen) < 0.5:           # confident cells: softmax(...).log() underflows
+        logits = logits * 100
+    return (logits,)
+
+
 def check_kl_to_uniform(fn: Callable[[torch.Tensor], torch.Tensor], **kw) -> CheckResult:
     """Lab 06: fn(logits (B, K, h, w)) -> scalar: KL(softmax(logits) || uniform over K), averaged
-    over the grid cells of every image."""
-    return check_function(fn, kl_to_uniform, lambda g: (_logits(g),), name="kl_to_uniform", trials=10,
+    over the grid cells of every image; half the trials have logits scaled by 100, where the
+    softmax of some codes underflows to 0 and a naive log gives -inf or nan."""
+    return check_function(fn, kl_to_uniform, _kl_logits, name="kl_to_uniform", trials=12,
                           grad=True, hint="KL(q || p) = sum_k q_k (log q_k - log p_k) with p_k = 1/K at "
                           "every cell, then the mean over cells; log_softmax is the stable way to log q", **kw)
 

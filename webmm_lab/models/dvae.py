@@ -136,7 +136,7 @@ class DiscreteVAE(_Tokenizer):
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """(temperature, KL weight) at `progress` in [0, 1]."""
-        kl = self.kl_weight * min(1.0, progress / self.kl_warmup) if self.kl_warmup > 0 else self.kl_weight
+        kl = self.kl_weight * min(1.0, max(0.0, progress) / self.kl_warmup) if self.kl_warmup > 0 else self.kl_weight
         return anneal(progress, self.tau_start, self.tau_end, self.anneal_over), kl
 
     def forward(self, x: torch.Tensor, progress: float = 1.0) -> TokenizerOutput:
