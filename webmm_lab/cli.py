@@ -9,6 +9,8 @@
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
     webmm-lab grade SUBMISSIONS [--lab 03] [--out grades.csv]   # run and grade students' labs
     webmm-lab book [--out DIR]            # the course as a static website (stored outputs)
+    webmm-lab colab --repo OWNER/NAME     # point every Colab badge and install cell at a fork
+    webmm-lab times [--smoke]             # each notebook's measured time, as a Markdown table
     webmm-lab music build                 # re-parse music21's corpus into the shipped note file
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
     torchrun --standalone --nproc_per_node=2 --no-python webmm-lab train clip
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from .grading import need_jupyter
 from .claims import SPREADS, format_spread, format_table, load_code, load_results, load_spread, spread
 from .paths import course_root, results_dir
 from .profiles import PROFILES
@@ -69,6 +72,7 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
     modules it ran and where (notebook metadata "webmm_lab"; see `webmm-lab results --stale`).
     `env` adds environment variables for the kernel.
     """
+    need_jupyter()
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -114,6 +118,26 @@ def stale_notebooks(folder: Path) -> list[tuple[str, str, list[str]]]:
             elif changed := stale_modules(code):
                 out.append((book.stem, what, changed))
     return out
+
+
+def times_table(books: list[Path], smoke: dict[str, str] | None = None) -> str:
+    """A Markdown table of each notebook's measured seconds in the cpu profile: the median of its
+    stored spread's runs on all threads, its one-thread run, and (if given) its smoke run."""
+    smoke = smoke or {}
+    head = "| notebook | cpu, all threads (median of seeds) | cpu, 1 thread | smoke |\n|---|---|---|---|"
+    rows = []
+    for book in books:
+        data = load_spread(book.stem) or {}
+        secs, threads = data.get("seconds", {}), data.get("threads", {})
+        multi = [v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") != "1"]
+        one = [v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") == "1"]
+        fmt = lambda v: f"{v:.0f} s" if v is not None else "-"
+        median = sorted(multi)[len(multi) // 2] if multi else None
+        cores = (data.get("machine") or {}).get("cores")
+        where = f" ({cores} cores)" if cores else ""
+        rows.append(f"| {book.stem} | {fmt(median)}{where} | {fmt(one[0] if one else None)} | "
+                    f"{smoke.get(book.stem, '-')} |")
+    return "\n".join([head] + rows)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -203,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p_book = sub.add_parser("book", help="build the course's static website from the README, the "
                             "notebooks' stored outputs and the student labs")
     p_book.add_argument("--out", default=None, help="the site's folder (default: results/book)")
+    p_colab = sub.add_parser("colab", help="point every Colab badge and install cell at another "
+                             "repository (an instructor's fork)")
+    p_colab.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the GitHub repository")
+    p_times = sub.add_parser("times", help="each notebook's time in the cpu profile (2 threads, 1 thread) "
+                             "from the stored spreads, as a Markdown table")
+    p_times.add_argument("--smoke", action="store_true", help="also run each notebook in the smoke "
+                         "profile now and add its time")
     p_music = sub.add_parser("music", help="the shipped music file (maintainers)")
     p_music.add_argument("action", choices=["build"])
     p_music.add_argument("--per-style", type=int, default=None, help="pieces per style")
@@ -265,6 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         import importlib
         return importlib.import_module(TRAINERS[args.model]).main(args.options)
+    if args.cmd == "colab":
+        from .colab import repository, set_repository
+        old = repository(_root())
+        changed = set_repository(_root(), args.repo)
+        print(f"{old} -> {args.repo}: {len(changed)} files rewritten" + "".join(f"\n  {p}" for p in changed))
+        return 0
+    if args.cmd == "times":
+        books = resolve_notebooks(["all"], _root() / "notebooks")
+        smoke = {}
+        if args.smoke:
+            for book in books:
+                ok, secs, _ = run_notebook(book, "smoke", results_dir() / "times")
+                smoke[book.stem] = f"{secs:.0f} s" if ok else "failed"
+        print(times_table(books, smoke))
+        return 0
     if args.cmd == "book":
         from .book import build_book
         t0 = time.perf_counter()

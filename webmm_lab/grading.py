@@ -43,6 +43,16 @@ class Graded:
         return sum(result == "PASS" for result, _ in self.checks.values())
 
 
+def need_jupyter() -> None:
+    """Exit with what to install when nbclient or nbformat is missing (the core install, as on
+    Colab, leaves them out: Colab runs notebooks itself)."""
+    import importlib.util
+    missing = [m for m in ("nbclient", "nbformat") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"webmm-lab: running notebooks needs {', '.join(missing)}: "
+                         "pip install 'webmm-lab[jupyter]' (or '.[dev]' in a checkout)")
+
+
 def lab_of(path: Path, nb=None) -> str | None:
     """'03' for a lab 03 notebook: from the mark `webmm-lab labs build` leaves, else the name."""
     mark = ((nb or {}).get("metadata", {}).get("webmm_lab", {}) or {}).get("generated_from", "")
@@ -65,7 +75,9 @@ def printed_checks(nb) -> dict[str, tuple[str, str]]:
 
 def run_lab(path: Path, limit: float = 300.0) -> tuple[object | None, str, float]:
     """Execute a notebook in a fresh kernel, smoke profile, at most `limit` seconds in all.
-    Returns (the executed notebook or None, state, seconds); never raises."""
+    Returns (the executed notebook or None, state, seconds); never raises (but exits with what
+    to install when nbclient is missing)."""
+    need_jupyter()
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
