@@ -9,9 +9,24 @@ from webmm_lab.models.gpt import GPT, GPTConfig
 
 @pytest.fixture(scope="module")
 def digits():
-    setup = IgptSetup(colours=4, layers=2, heads=2, width=16, steps=5)
+    setup = IgptSetup(data="digits", resolution=8, colours=4, layers=2, heads=2, width=16, steps=5)
     data = IgptData.build(setup)
     return setup, data, build_igpt(setup, data)
+
+
+def test_the_canvas_data_place_every_digit_somewhere_on_a_larger_image():
+    from webmm_lab.data import load
+    from webmm_lab.experiments.igpt import raw_pixel_probe
+    setup = IgptSetup(data="canvas", resolution=12, colours=4)
+    data = IgptData.build(setup)
+    assert data.shape == (12, 12) and data.train_seq.shape[1] == 145
+    digits = load("digits", split="test").images
+    found = [any(torch.equal(data.test_images[i, :, r:r + 8, c:c + 8], digits[i])
+                 for r in range(5) for c in range(5)) for i in range(40)]
+    assert all(found)                                           # each digit, whole, at one place
+    starts = {tuple((data.test_images[i, 0] > 0).nonzero().min(0).values.tolist()) for i in range(40)}
+    assert len(starts) > 10                                     # and not always the same place
+    assert raw_pixel_probe(data) < 0.5                          # raw pixels no longer read them well
 
 
 def test_sequence_round_trip_and_shift():
