@@ -278,3 +278,17 @@ def test_the_bootstrap_interval_of_the_reranking_gain_brackets_it():
     assert lo < gain < hi and hi - lo < 20
     same = torch.ones(200, 8, dtype=torch.bool)                        # every sample right: no gain
     assert bootstrap_interval(same, scores) == (0.0, 0.0)
+
+
+def test_hog_features_count_gradient_orientations_per_cell():
+    from webmm_lab.probe import hog_features
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, :, :, 4:] = 1.0                      # a vertical edge: horizontal gradients
+    x[1, :, 4:, :] = 1.0                      # a horizontal edge: vertical gradients
+    f = hog_features(x, cell=4, block=1, orientations=4)          # 2 x 2 cells x 4 bins
+    assert f.shape == (2, 16)
+    bins = f.view(2, 4, 4).sum(1)                                  # summed over cells: (2, orientations)
+    assert bins[0].argmax() != bins[1].argmax()                    # the two edges fall in other bins
+    assert torch.equal(hog_features(x * 0), torch.zeros(2, hog_features(x).shape[1]))   # no gradient, no features
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        hog_features(torch.zeros(8, 8))

@@ -1,11 +1,13 @@
 """Linear probes: how good are frozen features? Fit a logistic regression on them.
 
     feats = embed(encoder, images)                     # (N, D), no gradients
+    feats = hog_features(images)                       # or features engineered by hand (HOG)
     probe = fit_linear_probe(feats[train], y[train])   # standardise + L2-regularised softmax
     acc = probe_accuracy(probe, feats[test], y[test])
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,21 @@ def embed(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1024,
                      for i in range(0, len(images), batch_size)])
     encoder.train(was_training)
     return out
+
+
+def hog_features(images: torch.Tensor, cell: int = 2, block: int = 2, orientations: int = 9) -> torch.Tensor:
+    """Histograms of oriented gradients (Dalal and Triggs, 2005; scikit-image's `hog`), the
+    engineered features of the years before deep learning: gradient orientations counted in
+    cells of `cell` x `cell` pixels, normalised in blocks of `block` x `block` cells. Images
+    (N, C, H, W) in [0, 1] (channels averaged to grey) -> (N, D) float. The default is Dalal and
+    Triggs' design (8-pixel cells, 2 x 2 blocks) scaled to 8 x 8 images."""
+    from skimage.feature import hog
+
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    grey = images.float().mean(1).cpu().numpy()                                     # (N, H, W)
+    return torch.tensor(np.stack([hog(g, orientations=orientations, pixels_per_cell=(cell, cell),
+                                      cells_per_block=(block, block)) for g in grey]), dtype=torch.float32)
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None,
