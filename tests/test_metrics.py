@@ -292,3 +292,27 @@ def test_hog_features_count_gradient_orientations_per_cell():
     assert torch.equal(hog_features(x * 0), torch.zeros(2, hog_features(x).shape[1]))   # no gradient, no features
     with pytest.raises(ValueError, match="N, C, H, W"):
         hog_features(torch.zeros(8, 8))
+
+
+def test_accuracy_coverage_answers_the_most_confident_first():
+    from webmm_lab.experiments.clip import accuracy_coverage
+    correct = torch.tensor([True, False, True, True, False])
+    confidence = torch.tensor([0.9, 0.2, 0.8, 0.1, 0.7])
+    coverage, acc = accuracy_coverage(correct, confidence)
+    assert coverage.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    # answered in the order 0.9 (right), 0.8 (right), 0.7 (wrong), 0.2 (wrong), 0.1 (right)
+    assert acc.tolist() == pytest.approx([1.0, 1.0, 2 / 3, 2 / 4, 3 / 5])
+
+
+def test_confidence_is_the_probability_of_the_chosen_class():
+    from webmm_lab.experiments.clip import ClipSetup, ClipWorld, build_clip, eval_set, predict, predict_with_confidence
+    setup = ClipSetup(pool=200, steps=1, batch=16, vocab=300)
+    world = ClipWorld.build(setup)
+    model = build_clip(setup, world)
+    images, _ = eval_set(setup, "seen", 12)
+    pred, conf = predict_with_confidence(model, world, images, classes=[3, 9, 20])
+    assert torch.equal(pred, predict(model, world, images, classes=[3, 9, 20]))
+    p = conf["probability"]
+    assert ((p >= 1 / 3 - 1e-6) & (p <= 1)).all()                 # the largest of 3 probabilities
+    assert ((conf["margin"] >= 0) & (conf["margin"] <= p)).all()
+    assert ((conf["similarity"] >= -1 - 1e-5) & (conf["similarity"] <= 1 + 1e-5)).all()   # a cosine

@@ -230,6 +230,41 @@ def predict(model: CLIP, world: ClipWorld, images: torch.Tensor,
     return torch.tensor(classes)[scores.argmax(1).cpu()]
 
 
+CONFIDENCES = ("probability", "margin", "similarity")
+
+
+def predict_with_confidence(model: CLIP, world: ClipWorld, images: torch.Tensor,
+                            templates: list[str] = (DEFAULT_TEMPLATE,), classes: list[int] | None = None,
+                            batch: int = 512) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`predict`'s classes (n,) and three measures of CLIP's confidence in each, {name: (n,)}:
+    "probability" of the chosen class (softmax over `classes`, logits scaled by the model's
+    logit scale), "margin" between the two most probable classes, and "similarity", the cosine
+    of the image with its chosen class's text."""
+    classes = list(range(len(PAIRS))) if classes is None else list(classes)
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        weights = zero_shot_weights(lambda texts: world.encode_texts(model, texts),
+                                    [CLASS_NAMES[c] for c in classes], list(templates))   # (D, C)
+        sims = torch.cat([model.encode_image(x.to(device)) @ weights for x in images.split(batch)]).float().cpu()
+        probs = (model.logit_scale.exp().cpu() * sims).softmax(1)                        # (n, C)
+    top = probs.topk(min(2, len(classes)), 1).values
+    index = sims.argmax(1)
+    confidence = {"probability": top[:, 0], "margin": top[:, 0] - top[:, -1],
+                  "similarity": sims.max(1).values}
+    return torch.tensor(classes)[index], confidence
+
+
+def accuracy_coverage(correct: torch.Tensor, confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classifier that answers only when it is confident enough: for every coverage (the share
+    of examples it answers, most confident first), the accuracy on those it answers.
+    Returns (coverage (n,), accuracy (n,)), both in [0, 1]."""
+    order = confidence.argsort(descending=True)
+    hits = correct[order].float().cumsum(0)
+    answered = torch.arange(1, len(order) + 1, dtype=torch.float)
+    return answered / len(order), hits / answered
+
+
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     """Percentage of matching entries."""
     return (predicted == labels).float().mean().item() * 100
