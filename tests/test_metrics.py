@@ -316,3 +316,33 @@ def test_confidence_is_the_probability_of_the_chosen_class():
     assert ((p >= 1 / 3 - 1e-6) & (p <= 1)).all()                 # the largest of 3 probabilities
     assert ((conf["margin"] >= 0) & (conf["margin"] <= p)).all()
     assert ((conf["similarity"] >= -1 - 1e-5) & (conf["similarity"] <= 1 + 1e-5)).all()   # a cosine
+
+
+def test_score_rolls_mark_every_sounding_note_and_retrieval_is_scored_by_hand():
+    from webmm_lab.data.music import load_music
+    from webmm_lab.experiments.sound_score import LOW, SoundScore, retrieval_top1, score_rolls
+    piece = load_music("all").pieces[0]
+    roll = score_rolls([piece.name], seconds=4.0)[0]                   # 24 sixteenths at 90 bpm
+    assert roll.shape == (61, 24)
+    onset, dur, _, pitch = next(n for n in piece.notes.tolist() if n[0] < 24 and LOW <= n[3] <= 96)
+    assert roll[pitch - LOW, onset:min(24, onset + dur)].all()
+    sounding = {(p - LOW, t) for o, d, _, p in piece.notes.tolist() if LOW <= p <= 96
+                for t in range(o, min(24, o + d)) if t < 24}
+    assert int(roll.sum()) == len(sounding)
+    with pytest.raises(KeyError, match="no piece"):
+        score_rolls(["nowhere/none"], 4.0)
+
+    class Oracle(SoundScore):                                           # sound i and score i agree
+        def forward(self, mels, rolls):
+            e = torch.eye(len(mels))
+            return e, e
+    names = [f"p{i // 3}" for i in range(30)]                          # 10 pieces, 3 renderings each
+    x = torch.zeros(30, 64, 8)
+    assert retrieval_top1(Oracle(), x, torch.zeros(30, 61, 24), names, candidates=8) == 100.0
+
+    class Blind(SoundScore):                                            # every score looks the same
+        def forward(self, mels, rolls):
+            return torch.ones(len(mels), 4) / 2, torch.ones(len(mels), 4) / 2
+    assert retrieval_top1(Blind(), x, torch.zeros(30, 61, 24), names, candidates=8) == 0.0   # ties are misses
+    with pytest.raises(ValueError, match="distractors"):
+        retrieval_top1(Oracle(), x, torch.zeros(30, 61, 24), names, candidates=16)
