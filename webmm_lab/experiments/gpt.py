@@ -44,7 +44,7 @@ class GptSetup:
     block: int = 320               # the model's context: few-shot prompts run longer than windows
     train_block: int = 256         # training windows of this many characters
     batch: int = 6                 # the global batch (split among processes under torchrun)
-    tokens: int = 4_000_000        # training characters: steps = tokens / (batch * train_block)
+    tokens: int = 5_000_000        # training characters: steps = tokens / (batch * train_block)
     lr: float = 6e-3
     corpus_frac: float = 0.3       # share of windows from the documentation; the rest: tasks
     seed: int = 0                  # model initialisation and batch order (the data is fixed)
