@@ -161,3 +161,15 @@ def test_train_commands_write_their_model_to_the_results_folder(tmp_path, monkey
     assert args.out == str(tmp_path / "elsewhere" / "gpt.pt")
     _, args = parse_setup(parser, GptSetup(), ["--out", "x.pt"])
     assert args.out == "x.pt"
+
+
+def test_times_table_reads_the_stored_spreads(monkeypatch):
+    import webmm_lab.cli as cli
+    spreads = {"00_a": {"seconds": {"seed 0": 90.0, "seed 1": 30.0, "seed 2": 40.0, "seed 0, 1 thread": 55.0},
+                        "threads": {"seed 0": "all", "seed 1": "all", "seed 2": "all", "seed 0, 1 thread": "1"},
+                        "machine": {"cores": 2}}}
+    monkeypatch.setattr(cli, "load_spread", spreads.get)
+    table = cli.times_table([Path("00_a.ipynb"), Path("01_none.ipynb")], smoke={"00_a": "9 s"}).splitlines()
+    assert table[0].startswith("| notebook | cpu, all threads: fastest of the seeds (median)")
+    assert table[2] == "| 00_a | 30 s (40 s, 2 cores) | 55 s | 9 s |"     # fastest 30, median of 30/40/90
+    assert table[3] == "| 01_none | - | - | - |"                         # no spread stored
