@@ -198,3 +198,20 @@ def test_pad_batch_pads_to_the_longest_and_marks_the_end():
     assert tok.decode(ids[0, :3].tolist()) == "ab|" and ids[0, 3:].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="exceeds max_len=4"):
         pad_batch(tok, ["abcab"], end="|", max_len=4)
+
+
+def test_check_ids_names_the_range_and_what_to_do():
+    from webmm_lab.ids import check_ids
+    check_ids(torch.tensor([0, 3, 4]), 5)
+    check_ids(torch.zeros(0, dtype=torch.long), 5)                           # empty is fine
+    for bad in ([0, 5], [-1, 2]):
+        with pytest.raises(ValueError, match=r"colour ids must be in \[0, 5\), got .*encode with its own"):
+            check_ids(torch.tensor(bad), 5, "colour ids")
+
+
+def test_unigram_loss_is_add_one_frequencies_and_checks_ids():
+    from webmm_lab.experiments.gpt import unigram_loss
+    train = torch.tensor([0, 0, 1])                                          # counts + 1: 3, 2, 1 of 6
+    assert unigram_loss(train, torch.tensor([[0, 2]]), 3) == pytest.approx(-(math.log(3 / 6) + math.log(1 / 6)) / 2)
+    with pytest.raises(ValueError, match="must be in"):
+        unigram_loss(train, torch.tensor([3]), 3)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .ids import check_ids
+
 
 def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """For every point (N, D): the index of its nearest centre (K, D), and the squared
@@ -146,7 +148,5 @@ class Palette:
         if ids.dtype not in (torch.int64, torch.int32) or ids.dim() < 2:
             raise ValueError(f"ids must be integer colour ids (..., H, W), got {ids.dtype} "
                              f"of shape {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= len(self)):
-            raise ValueError(f"colour ids must be in [0, {len(self)}), got "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        check_ids(ids, len(self), "colour ids")
         return self.colours.to(ids.device)[ids].movedim(-1, -3)            # (..., C, H, W)

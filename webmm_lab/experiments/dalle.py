@@ -32,6 +32,7 @@ from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..train import History, step_generator, train
 from .clip import END, ClipSetup, ClipWorld, held_out_pairs
+from .gpt import unigram_loss                 # re-exported: notebook 06 reads the baseline from here
 
 TOKENIZERS = ("dvae", "vq")
 
@@ -241,14 +242,6 @@ def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: l
     losses = [model(t.to(device), c.to(device)) for t, c in zip(text.split(batch), codes.split(batch))]
     w = torch.tensor([len(c) for c in codes.split(batch)], dtype=torch.float)
     return tuple((torch.tensor([l[i].item() for l in losses]) * w).sum().item() / w.sum().item() for i in (0, 1))
-
-
-def unigram_loss(train_codes: torch.Tensor, val_codes: torch.Tensor, K: int) -> float:
-    """Cross-entropy (nats) of val codes under the training codes' frequencies (add-one smoothed):
-    the loss of a model that knows how common each code is and nothing else."""
-    p = (torch.bincount(train_codes.flatten(), minlength=K).float() + 1)
-    p = p / p.sum()
-    return -p.log()[val_codes.flatten()].mean().item()
 
 
 def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: DalleSetup, *,

@@ -30,6 +30,7 @@ from ..data.tasks import real_words, task_stream
 from ..data.tokenizers import CharTokenizer
 from ..device import pick_device, seed_everything
 from ..distributed import main_on_processes
+from ..ids import check_ids
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, train, window_batches
 from . import parse_setup, setup_parser
@@ -109,6 +110,18 @@ def bigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int)
     counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
     logp = (counts / counts.sum(1, keepdim=True)).log()                       # (V, V)
     return -logp[val_ids[:-1], val_ids[1:]].mean().item()
+
+
+def unigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> float:
+    """Mean cross-entropy (nats per token) on `val_ids` (any shape) of a unigram model counted
+    from `train_ids` with add-one smoothing, P(b) = (count(b) + 1) / (N + V): the loss of a
+    model that knows how common each token is and nothing else."""
+    if val_ids.numel() == 0:
+        raise ValueError("a unigram model needs at least 1 validation token")
+    check_ids(train_ids, vocab_size)
+    check_ids(val_ids, vocab_size)
+    counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).float() + 1   # (V,), add-one
+    return -(counts / counts.sum()).log()[val_ids.flatten()].mean().item()
 
 
 def build_gpt(setup: GptSetup, text: GptText) -> GPT:

@@ -32,7 +32,7 @@ from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..probe import fit_linear_probe, probe_accuracy
 from ..train import History, random_batches, train
-from .gpt import lm_loss
+from .gpt import lm_loss, unigram_loss
 
 SOURCES = ("digits", "canvas", "world", "mnist")
 
@@ -156,9 +156,7 @@ class IgptData:
     def unigram_bits(self) -> float:
         """Bits per pixel token on the test images of the baseline that ignores every other
         pixel: each colour's frequency in the training images (add-one smoothed)."""
-        counts = torch.bincount(self.train_seq[:, 1:].flatten(), minlength=len(self.palette)) + 1.0
-        logp = (counts / counts.sum()).log2()
-        return -logp[self.test_seq[:, 1:].flatten()].mean().item()
+        return unigram_loss(self.train_seq[:, 1:], self.test_seq[:, 1:], len(self.palette)) / math.log(2)
 
 
 def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:

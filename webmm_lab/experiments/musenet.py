@@ -25,7 +25,7 @@ from ..data.music import GRID, INSTRUMENTS, MAX_DUR, STYLES, MusicSet, Piece, lo
 from ..device import seed_everything
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, step_generator, train
-from .gpt import bigram_loss, lm_loss
+from .gpt import bigram_loss, lm_loss, unigram_loss
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -351,8 +351,7 @@ class MuseData:
     def unigram_loss(self) -> float:
         """A unigram model (add-one) of the training tokens, on the validation tokens."""
         train_ids, val_ids = self.streams(self.train_set.pieces), self.streams(self.val_set.pieces)
-        counts = torch.bincount(train_ids[1:], minlength=self.tok.vocab_size).float() + 1
-        return -(counts / counts.sum()).log()[val_ids[1:]].mean().item()
+        return unigram_loss(train_ids[1:], val_ids[1:], self.tok.vocab_size)
 
 
 def build_musenet(setup: MuseSetup, data: MuseData) -> GPT:

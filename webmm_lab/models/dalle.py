@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ids import check_ids
 from .gpt import GPT, GPTConfig
 
 ATTENTION_KINDS = ("dense", "row", "column", "conv")
@@ -74,9 +75,7 @@ class DALLE(nn.Module):
         B, T = ids.shape
         if T > self.text_len or (lengths > self.text_len).any():
             raise ValueError(f"captions of up to {self.text_len} tokens fit, got {int(lengths.max())}")
-        if ids.numel() and (ids.max() >= self.text_vocab or ids.min() < 0):
-            raise ValueError(f"caption token ids must be in [0, {self.text_vocab}), got "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        check_ids(ids, self.text_vocab, "caption token ids")
         pos = torch.arange(self.text_len, device=ids.device)
         out = (self.text_vocab + pos).repeat(B, 1)                           # (B, L) all padding
         keep = pos[None, :T] < lengths[:, None].to(ids.device)               # (B, T)
@@ -114,9 +113,7 @@ class DALLE(nn.Module):
             raise ValueError(f"text must be (B, {self.text_len}) from pad_text, got {tuple(text.shape)}")
         if codes.dim() != 3 or codes.shape[1:] != (self.grid, self.grid):
             raise ValueError(f"codes must be (B, {self.grid}, {self.grid}), got {tuple(codes.shape)}")
-        if codes.min() < 0 or codes.max() >= self.codebook_size:
-            raise ValueError(f"codes must be in [0, {self.codebook_size}), got "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
+        check_ids(codes, self.codebook_size, "codes")
         return torch.cat([text, codes.flatten(1) + self.image_offset], dim=1)   # (B, L + N)
 
     @torch.inference_mode()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ids import check_ids
 from .vq import VectorQuantizer, perplexity
 
 
@@ -194,5 +195,4 @@ class VQTokenizer(_Tokenizer):
 def _check_codes(codes: torch.Tensor, K: int) -> None:
     if codes.dim() != 3 or codes.dtype != torch.long:
         raise ValueError(f"codes must be a (B, h, w) long tensor, got {tuple(codes.shape)} {codes.dtype}")
-    if codes.min() < 0 or codes.max() >= K:
-        raise ValueError(f"codes must be in [0, {K}), got [{int(codes.min())}, {int(codes.max())}]")
+    check_ids(codes, K, "codes")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ids import check_ids
 from .sampling import sample_next
 
 PRESETS = {  # name: (n_layer, n_head, n_embd)
@@ -171,9 +172,8 @@ class GPT(nn.Module):
                 raise ValueError(f"sequence of {start + T} tokens is longer than the context "
                                  f"block_size={self.cfg.block_size}")
             pos = torch.arange(start, start + T, device=idx.device)          # (T,)
-        if start == 0 and (idx.max() >= self.cfg.vocab_size or idx.min() < 0):  # decode steps feed back sampled ids
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
+        if start == 0:                                                       # decode steps feed back sampled ids
+            check_ids(idx, self.cfg.vocab_size)
         x = self.wte(idx) + self.wpe(pos)                                    # (B, T, C)
         if extra is not None:
             x = x + extra

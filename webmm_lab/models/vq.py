@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..ids import check_ids
 from ..kmeans import kmeans, nearest
 
 
@@ -122,9 +123,7 @@ class VectorQuantizer(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, *grid) of codes (B, *grid)."""
-        if codes.min() < 0 or codes.max() >= self.codebook_size:
-            raise ValueError(f"codes must be in [0, {self.codebook_size}), got "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
+        check_ids(codes, self.codebook_size, "codes")
         return self.codebook[codes].movedim(-1, 1)
 
     def forward(self, z: torch.Tensor) -> VQOutput:
