@@ -3,6 +3,7 @@ KL to uniform, dVAE and VQ), DALL·E's transformer (padding, modality masking, a
 masks, sampling), the judge and the caption check."""
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -309,3 +310,12 @@ def test_dalle_benchmark_reports_training_and_sampling():
     from webmm_lab.bench import bench_dalle
     r = bench_dalle(batch=2, device=torch.device("cpu"), repeat=1)
     assert set(r) == {"step", "cached", "uncached"} and all(v > 0 for v in r.values())
+
+
+@pytest.mark.parametrize("downs", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["vq", "dvae"])
+def test_the_setup_grid_is_the_tokenizers(kind, downs):
+    setup = replace(TINY, downs=downs)
+    tok = build_tokenizer(setup, kind)
+    codes = tok.encode(torch.rand(2, 3, setup.resolution, setup.resolution))
+    assert setup.grid == tok.grid(setup.resolution) == codes.shape[-1] == setup.resolution // 2 ** downs

@@ -46,6 +46,7 @@ class DalleSetup:
     resolution: int = 32
     held_out: int = 10             # (shape, colour) pairs never captioned in training (as notebook 07)
     codebook: int = 128            # K image codes
+    downs: int = 2                 # the tokenizer's stride-2 steps: a code per 2**downs x 2**downs pixels
     tok_width: int = 32
     tok_dim: int = 64
     tok_steps: int = 600           # steps matter more than batch: 600 x 32 beat 300 x 64 (colours)
@@ -70,7 +71,8 @@ class DalleSetup:
 
     @property
     def grid(self) -> int:
-        return self.resolution // 4
+        """Codes per side, as the tokenizer built from this setup computes it (`tok.grid(resolution)`)."""
+        return self.resolution // 2 ** self.downs
 
 
 def clip_setup(setup: DalleSetup) -> ClipSetup:
@@ -164,13 +166,13 @@ def validation_set(setup: DalleSetup, n: int = 600) -> tuple[torch.Tensor, list[
 # ------------------------------------------------------------------ the image tokenizer
 
 def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
-    """A dVAE (DALL·E's) or a VQ-VAE (notebook 05's bottleneck), 4x down, `codebook` codes."""
+    """A dVAE (DALL·E's) or a VQ-VAE (notebook 05's bottleneck), `2**downs` times down, `codebook` codes."""
     if kind not in TOKENIZERS:
         raise ValueError(f"kind must be one of {TOKENIZERS}, got {kind!r}")
     seed_everything(setup.seed)
     if kind == "dvae":
-        return DiscreteVAE(setup.codebook, setup.tok_width, setup.tok_dim, kl_weight=setup.kl_weight)
-    return VQTokenizer(setup.codebook, setup.tok_width, setup.tok_dim)
+        return DiscreteVAE(setup.codebook, setup.tok_width, setup.tok_dim, setup.downs, kl_weight=setup.kl_weight)
+    return VQTokenizer(setup.codebook, setup.tok_width, setup.tok_dim, setup.downs)
 
 
 def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: DalleSetup, *,
