@@ -52,3 +52,31 @@ def test_seeding_repeats_exactly():
     seed_everything(3)
     b = torch.randn(5), torch.nn.Linear(4, 4).weight.detach().clone()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_evaluating_sets_eval_mode_without_gradients_and_restores_each_mode():
+    from webmm_lab.device import evaluating
+    a, b = torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)
+    b.eval()
+    with evaluating(a, b) as device:
+        assert not a.training and not b.training and not torch.is_grad_enabled()
+        assert device == torch.device("cpu")
+        assert not a(torch.ones(1, 2)).requires_grad
+    assert a.training and not b.training                                     # each back to its own mode
+    with pytest.raises(RuntimeError):
+        with evaluating(a):
+            raise RuntimeError("an error inside")
+    assert a.training and torch.is_grad_enabled()
+
+
+def test_a_model_training_after_an_evaluation_helper_is_in_train_mode_again():
+    from webmm_lab.experiments.igpt import judge_labels, layer_features
+    from webmm_lab.models.gpt import GPT, GPTConfig
+    from webmm_lab.probe import embed
+    judge = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(12, 3))
+    judge_labels(judge, torch.rand(4, 3, 2, 2))
+    embed(judge, torch.rand(4, 3, 2, 2))
+    gpt = GPT(GPTConfig(5, 8, n_layer=1, n_head=1, n_embd=8))
+    layer_features(gpt, torch.randint(5, (2, 8)))
+    gpt.generate(torch.zeros(1, 1, dtype=torch.long), 3)
+    assert judge.training and gpt.training

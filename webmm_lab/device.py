@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,6 +64,25 @@ def grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
     device = torch.device(device)
     enabled = amp_dtype(device) == torch.float16
     return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
+
+
+@contextlib.contextmanager
+def evaluating(*models: torch.nn.Module) -> Iterator[torch.device]:
+    """Eval mode and no gradients for `models` inside the block; on leaving it (also by an error)
+    each model is back in the mode it was in. Yields the first model's device:
+
+        with evaluating(model) as device:
+            logits = model(x.to(device))
+    """
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield next(models[0].parameters()).device
+    finally:
+        for m, mode in zip(models, was):
+            m.train(mode)
 
 
 def seed_everything(seed: int) -> None:

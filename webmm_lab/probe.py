@@ -12,18 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import evaluating
 
-@torch.no_grad()
+
 def embed(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1024,
           device: torch.device | str | None = None) -> torch.Tensor:
     """Features of `images` (N, C, H, W) from `encoder` in eval mode, on the CPU: (N, D)."""
-    device = device or next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    out = torch.cat([encoder(images[i:i + batch_size].to(device)).float().cpu()
-                     for i in range(0, len(images), batch_size)])
-    encoder.train(was_training)
-    return out
+    with evaluating(encoder) as own:
+        device = device or own
+        return torch.cat([encoder(images[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def hog_features(images: torch.Tensor, cell: int = 2, block: int = 2, orientations: int = 9) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..checkpoint import save_checkpoint
 from ..models.contrastive import LOGIT_SCALE_INIT, chunked_clip_loss, clamp_logit_scale, clip_loss
-from ..device import pick_device
+from ..device import evaluating, pick_device
 from ..distributed import finish, leave, main_on_processes
 from ..data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
 from ..models.clip import CLIP, zero_shot_weights
@@ -215,19 +215,17 @@ def train_clip(model: CLIP, world: ClipWorld, setup: ClipSetup, *, eval_fn=None,
                  device=device, progress=progress, stop_after=stop_after, setup=setup)
 
 
-@torch.no_grad()
 def predict(model: CLIP, world: ClipWorld, images: torch.Tensor,
             templates: list[str] = (DEFAULT_TEMPLATE,), classes: list[int] | None = None,
             batch: int = 512) -> torch.Tensor:
     """Zero-shot class of each image (indices into PAIRS), choosing among `classes` (default
     all 48) by the prompt-ensembled text embeddings of their names."""
     classes = list(range(len(PAIRS))) if classes is None else list(classes)
-    model.eval()
-    device = next(model.parameters()).device
-    weights = zero_shot_weights(lambda texts: world.encode_texts(model, texts),
-                                [CLASS_NAMES[c] for c in classes], list(templates))   # (D, C)
-    scores = torch.cat([model.encode_image(x.to(device)) @ weights for x in images.split(batch)])
-    return torch.tensor(classes)[scores.argmax(1).cpu()]
+    with evaluating(model) as device:
+        weights = zero_shot_weights(lambda texts: world.encode_texts(model, texts),
+                                    [CLASS_NAMES[c] for c in classes], list(templates))   # (D, C)
+        scores = torch.cat([model.encode_image(x.to(device)) @ weights for x in images.split(batch)])
+        return torch.tensor(classes)[scores.argmax(1).cpu()]
 
 
 CONFIDENCES = ("probability", "margin", "similarity")
@@ -241,9 +239,7 @@ def predict_with_confidence(model: CLIP, world: ClipWorld, images: torch.Tensor,
     logit scale), "margin" between the two most probable classes, and "similarity", the cosine
     of the image with its chosen class's text."""
     classes = list(range(len(PAIRS))) if classes is None else list(classes)
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
+    with evaluating(model) as device:
         weights = zero_shot_weights(lambda texts: world.encode_texts(model, texts),
                                     [CLASS_NAMES[c] for c in classes], list(templates))   # (D, C)
         sims = torch.cat([model.encode_image(x.to(device)) @ weights for x in images.split(batch)]).float().cpu()
@@ -277,15 +273,13 @@ def supervised_model(setup: ClipSetup) -> nn.Sequential:
     return nn.Sequential(encoder, nn.Linear(encoder.out_dim, len(PAIRS)))
 
 
-@torch.no_grad()
 def predict_supervised(model: nn.Module, images: torch.Tensor, classes: list[int] | None = None,
                        batch: int = 512) -> torch.Tensor:
     """The supervised model's class of each image (indices into PAIRS), among `classes`."""
     classes = list(range(len(PAIRS))) if classes is None else list(classes)
-    model.eval()
-    device = next(model.parameters()).device
-    logits = torch.cat([model(x.to(device)) for x in images.split(batch)])[:, classes]
-    return torch.tensor(classes)[logits.argmax(1).cpu()]
+    with evaluating(model) as device:
+        logits = torch.cat([model(x.to(device)) for x in images.split(batch)])[:, classes]
+        return torch.tensor(classes)[logits.argmax(1).cpu()]
 
 
 # The course's check of the gathered loss: 2 gloo processes, each with half of a batch.

@@ -27,7 +27,7 @@ from ..data.world import (PANEL_TEMPLATES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLAT
                           caption, render, sample_panels, sample_scenes, sample_signs)
 from ..data.augment import soften
 from ..data.tokenizers import BPETokenizer
-from ..device import seed_everything
+from ..device import evaluating, seed_everything
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..train import History, step_generator, train
@@ -189,20 +189,16 @@ def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: Da
                  setup=setup)
 
 
-@torch.no_grad()
 def encode_images(tok: DiscreteVAE | VQTokenizer, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Codes (n, grid, grid) of images (n, 3, R, R), float in [0, 1] or uint8."""
-    tok.eval()
-    device = next(tok.parameters()).device
-    return torch.cat([tok.encode(_float(x).to(device)).cpu() for x in images.split(batch)])
+    with evaluating(tok) as device:
+        return torch.cat([tok.encode(_float(x).to(device)).cpu() for x in images.split(batch)])
 
 
-@torch.no_grad()
 def decode_codes(tok: DiscreteVAE | VQTokenizer, codes: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Images (n, 3, R, R) in [0, 1] of codes (n, grid, grid)."""
-    tok.eval()
-    device = next(tok.parameters()).device
-    return torch.cat([tok.decode(c.to(device)).float().cpu() for c in codes.split(batch)])
+    with evaluating(tok) as device:
+        return torch.cat([tok.decode(c.to(device)).float().cpu() for c in codes.split(batch)])
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
@@ -228,22 +224,20 @@ def weighted_loss(text_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Te
     return text_loss / 8 + 7 * image_loss / 8
 
 
-@torch.no_grad()
 def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene],
                  batch: int = 256, shuffle: bool = False) -> tuple[float, float]:
     """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption
     each. With shuffle, every image gets the caption of the next scene instead of its own: the
     baseline that says how much the caption tells the model about the image."""
-    model.eval()
-    device = next(model.parameters()).device
-    rng = np.random.default_rng(0)
-    captions = [caption(s, rng) for s in scenes]
-    if shuffle:
-        captions = captions[1:] + captions[:1]                             # another scene's caption
-    text = text_batch(model, world, captions)
-    losses = [model(t.to(device), c.to(device)) for t, c in zip(text.split(batch), codes.split(batch))]
-    w = torch.tensor([len(c) for c in codes.split(batch)], dtype=torch.float)
-    return tuple((torch.tensor([l[i].item() for l in losses]) * w).sum().item() / w.sum().item() for i in (0, 1))
+    with evaluating(model) as device:
+        rng = np.random.default_rng(0)
+        captions = [caption(s, rng) for s in scenes]
+        if shuffle:
+            captions = captions[1:] + captions[:1]                             # another scene's caption
+        text = text_batch(model, world, captions)
+        losses = [model(t.to(device), c.to(device)) for t, c in zip(text.split(batch), codes.split(batch))]
+        w = torch.tensor([len(c) for c in codes.split(batch)], dtype=torch.float)
+        return tuple((torch.tensor([l[i].item() for l in losses]) * w).sum().item() / w.sum().item() for i in (0, 1))
 
 
 def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: DalleSetup, *,

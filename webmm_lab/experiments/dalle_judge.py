@@ -23,7 +23,7 @@ from torch import nn
 from ..data.augment import soften
 from ..data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, object_name, render,
                           sample_panels, sample_scenes, sample_signs)
-from ..device import seed_everything
+from ..device import evaluating, seed_everything
 from ..models.clip import CLIP
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
@@ -109,13 +109,11 @@ def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, devi
                  run=run, device=device, progress=progress, setup=setup)
 
 
-@torch.no_grad()
 def read(judge: Judge, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The judge's reading (n, len(HEADS)) of images (n, 3, R, R)."""
-    judge.eval()
-    device = next(judge.parameters()).device
-    return torch.cat([torch.stack([h.argmax(1) for h in judge(x.to(device))], 1).cpu()
-                      for x in images.split(batch)])
+    with evaluating(judge) as device:
+        return torch.cat([torch.stack([h.argmax(1) for h in judge(x.to(device))], 1).cpu()
+                          for x in images.split(batch)])
 
 
 def agreement(reading: torch.Tensor, labels: torch.Tensor, heads: tuple[str, ...] | None = None) -> torch.Tensor:
@@ -165,15 +163,13 @@ def choose_tokenizer(reports: dict[str, dict[str, float]]) -> str:
     return max(reports, key=lambda k: (round(reports[k]["recognised"], 1), reports[k]["used"]))
 
 
-@torch.no_grad()
 def clip_scores(clip: CLIP, world: DalleWorld, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """(len(captions), n): CLIP's similarity of each caption's n images (as `draw` returns them)."""
-    clip.eval()
-    device = next(clip.parameters()).device
-    img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(512)])   # (len * n, D)
-    txt = world.encode_texts(clip, captions)                                        # (len, D)
-    img = img.view(len(captions), -1, img.shape[-1])
-    return torch.einsum("cnd,cd->cn", img, txt).cpu()
+    with evaluating(clip) as device:
+        img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(512)])   # (len * n, D)
+        txt = world.encode_texts(clip, captions)                                        # (len, D)
+        img = img.view(len(captions), -1, img.shape[-1])
+        return torch.einsum("cnd,cd->cn", img, txt).cpu()
 
 
 def rerank_gain(correct: torch.Tensor, scores: torch.Tensor) -> tuple[float, float]:
@@ -245,22 +241,20 @@ def sample_and_judge(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleW
 
 # ------------------------------------------------------------------ diagnostics of reranking
 
-@torch.no_grad()
 def clip_shape_reading(clip: CLIP, world: DalleWorld, images: torch.Tensor, scenes: list[Scene],
                        batch: int = 512) -> torch.Tensor:
     """(n,) CLIP's shape for each image of a one-shape scene: the shape whose caption (the
     scene's own caption with only the shape changed) CLIP scores highest. The same question the
     judge's shape head answers, put to CLIP."""
     from dataclasses import replace
-    clip.eval()
-    device = next(clip.parameters()).device
-    captions = [caption(replace(s, obj=shape), np.random.default_rng(0)) for s in scenes for shape in SHAPES]
-    unique = list(dict.fromkeys(captions))                  # N samples of a caption share its texts
-    where = {c: i for i, c in enumerate(unique)}
-    emb = torch.cat([world.encode_texts(clip, unique[i:i + 4096]) for i in range(0, len(unique), 4096)])
-    txt = emb[torch.tensor([where[c] for c in captions])].view(len(scenes), len(SHAPES), -1)   # (n, 6, D)
-    img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch)])     # (n, D)
-    return torch.einsum("nd,nkd->nk", img, txt.to(device)).argmax(1).cpu()
+    with evaluating(clip) as device:
+        captions = [caption(replace(s, obj=shape), np.random.default_rng(0)) for s in scenes for shape in SHAPES]
+        unique = list(dict.fromkeys(captions))                  # N samples of a caption share its texts
+        where = {c: i for i, c in enumerate(unique)}
+        emb = torch.cat([world.encode_texts(clip, unique[i:i + 4096]) for i in range(0, len(unique), 4096)])
+        txt = emb[torch.tensor([where[c] for c in captions])].view(len(scenes), len(SHAPES), -1)   # (n, 6, D)
+        img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch)])     # (n, D)
+        return torch.einsum("nd,nkd->nk", img, txt.to(device)).argmax(1).cpu()
 
 
 def bootstrap_interval(correct: torch.Tensor, scores: torch.Tensor, draws: int = 2000,

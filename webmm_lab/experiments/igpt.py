@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data import load
 from ..data.world import SHAPES, render, sample_scenes
-from ..device import seed_everything
+from ..device import evaluating, seed_everything
 from ..kmeans import Palette
 from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
@@ -215,18 +215,14 @@ def next_pixel_probs(model: GPT, seq: torch.Tensor, row: int) -> torch.Tensor:
     return probs.cpu()
 
 
-@torch.no_grad()
 def layer_features(model: GPT, seq: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
     """Average-pooled features of whole images `seq` (N, 1 + HW): one (N, width) tensor for the
     embeddings, each block and the final layer norm (n_layer + 2 in all), as iGPT's probes."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     pooled = [[] for _ in range(model.cfg.n_layer + 2)]
-    for chunk in seq.split(batch):
-        for i, h in enumerate(model.hidden_states(chunk.to(device))):          # (b, 1 + HW, C)
-            pooled[i].append(h.float().mean(1).cpu())
-    model.train(was_training)
+    with evaluating(model) as device:
+        for chunk in seq.split(batch):
+            for i, h in enumerate(model.hidden_states(chunk.to(device))):      # (b, 1 + HW, C)
+                pooled[i].append(h.float().mean(1).cpu())
     return [torch.cat(p) for p in pooled]
 
 
@@ -294,9 +290,7 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, step
     return judge.eval()
 
 
-@torch.no_grad()
 def judge_labels(judge: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The judge's class for each image (N, C, H, W): (N,)."""
-    device = next(judge.parameters()).device
-    judge.eval()
-    return torch.cat([judge(x.to(device)).argmax(-1).cpu() for x in images.split(batch)])
+    with evaluating(judge) as device:
+        return torch.cat([judge(x.to(device)).argmax(-1).cpu() for x in images.split(batch)])

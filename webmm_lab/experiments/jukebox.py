@@ -23,7 +23,7 @@ import torch
 
 from ..data.audio import AudioSet, load_audio
 from ..data.music import STYLES
-from ..device import seed_everything
+from ..device import evaluating, seed_everything
 from ..models.gpt import GPT, GPTConfig
 from ..models.vq import perplexity
 from ..models.vqvae import VQVAE, Upsampler, spectral_convergence
@@ -126,26 +126,24 @@ def train_vqvae(model: VQVAE, data: JukeboxData, setup: JukeboxSetup, *, run: st
                  run=run, device=device, progress=progress, setup=setup)
 
 
-@torch.no_grad()
 def evaluate_levels(model: VQVAE, clips: torch.Tensor, batch: int = 32) -> dict[str, np.ndarray]:
     """Per level (arrays over levels): "sc", the mean spectral convergence of the clips'
     reconstructions; "used", the share of the codebook used over all clips; "perplexity", of
     that use."""
-    model.eval()
-    device = next(model.parameters()).device
-    sc, used, ppl = [[] for _ in model.hops], [], []
-    all_codes = [[] for _ in model.hops]
-    for x in clips.split(batch):
-        out = model(x.to(device))
-        for i, r in enumerate(out.recons):
-            sc[i].append(spectral_convergence(x.to(device), r).cpu())
-            all_codes[i].append(out.codes[i].flatten().cpu())
-    for i, q in enumerate(model.quantizers):
-        n = torch.bincount(torch.cat(all_codes[i]), minlength=q.codebook_size)
-        used.append((n > 0).float().mean().item())
-        ppl.append(perplexity(n).item())
-    return {"sc": np.array([torch.cat(s).mean().item() for s in sc]), "used": np.array(used),
-            "perplexity": np.array(ppl)}
+    with evaluating(model) as device:
+        sc, used, ppl = [[] for _ in model.hops], [], []
+        all_codes = [[] for _ in model.hops]
+        for x in clips.split(batch):
+            out = model(x.to(device))
+            for i, r in enumerate(out.recons):
+                sc[i].append(spectral_convergence(x.to(device), r).cpu())
+                all_codes[i].append(out.codes[i].flatten().cpu())
+        for i, q in enumerate(model.quantizers):
+            n = torch.bincount(torch.cat(all_codes[i]), minlength=q.codebook_size)
+            used.append((n > 0).float().mean().item())
+            ppl.append(perplexity(n).item())
+        return {"sc": np.array([torch.cat(s).mean().item() for s in sc]), "used": np.array(used),
+                "perplexity": np.array(ppl)}
 
 
 @dataclass
@@ -157,24 +155,22 @@ class CodeSet:
     artist: dict[str, torch.Tensor]
 
     @classmethod
-    @torch.no_grad()
     def encode(cls, model: VQVAE, data: JukeboxData, levels: tuple[int, ...] = (0, 1, 2),
                batch: int = 16) -> "CodeSet":
         """Encode every clip at `levels` (the others are left None: encoding costs time)."""
-        model.eval()
-        device = next(model.parameters()).device
-        codes, genre, artist = {}, {}, {}
-        for split, audio in (("train", data.train_set), ("val", data.val_set), ("test", data.test_set)):
-            waves = data.waves(audio)
-            S = waves.shape[-1] // max(model.hops) * max(model.hops)
-            codes[split] = [None] * len(model.hops)
-            for i in levels:
-                enc, vq = model.encoders[i], model.quantizers[i]
-                codes[split][i] = torch.cat([vq.encode(enc(x[..., :S].to(device))).cpu()
-                                             for x in waves.split(batch)])
-            genre[split] = torch.from_numpy(audio.style).long()
-            artist[split] = torch.from_numpy(audio.timbre).long()
-        return cls(codes, genre, artist)
+        with evaluating(model) as device:
+            codes, genre, artist = {}, {}, {}
+            for split, audio in (("train", data.train_set), ("val", data.val_set), ("test", data.test_set)):
+                waves = data.waves(audio)
+                S = waves.shape[-1] // max(model.hops) * max(model.hops)
+                codes[split] = [None] * len(model.hops)
+                for i in levels:
+                    enc, vq = model.encoders[i], model.quantizers[i]
+                    codes[split][i] = torch.cat([vq.encode(enc(x[..., :S].to(device))).cpu()
+                                                 for x in waves.split(batch)])
+                genre[split] = torch.from_numpy(audio.style).long()
+                artist[split] = torch.from_numpy(audio.timbre).long()
+            return cls(codes, genre, artist)
 
     def windows(self, split: str, level: int, length: int, starts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Codes (len(rows), length) of `level` from each row's start."""
@@ -211,24 +207,22 @@ def prior_batches(codes: CodeSet, setup: JukeboxSetup, level: int = -1):
     return batch_fn
 
 
-@torch.no_grad()
 def prior_loss(prior: GPT, codes: CodeSet, setup: JukeboxSetup, split: str = "val",
                shift_labels: int = 0, level: int = -1, shift_genre: int = 0) -> float:
     """Mean next-code loss of the prior on every `split` clip's non-overlapping windows. With
     shift_labels = s, each clip is given genre (g + s) mod G and artist (a + s) mod A: s > 0
     gives every clip a wrong genre and a wrong artist. With shift_genre = s only the genre is
     wrong, the artist (the timbre, easy to hear) stays true."""
-    prior.eval()
-    device = next(prior.parameters()).device
-    top = codes.codes[split][level]
-    L, G, A = setup.prior_len, len(setup.genres), len(setup.artists)
-    genre = (codes.genre[split] + shift_labels + shift_genre) % G
-    artist = (codes.artist[split] + shift_labels) % A
-    losses = []
-    for s in range(0, top.shape[1] - L + 1, L):
-        x, y = prior_tokens(top[:, s: s + L], genre, artist, setup.codebook[level], G)
-        losses.append(prior(x.to(device), y.to(device))[1].item())
-    return float(np.mean(losses))
+    with evaluating(prior) as device:
+        top = codes.codes[split][level]
+        L, G, A = setup.prior_len, len(setup.genres), len(setup.artists)
+        genre = (codes.genre[split] + shift_labels + shift_genre) % G
+        artist = (codes.artist[split] + shift_labels) % A
+        losses = []
+        for s in range(0, top.shape[1] - L + 1, L):
+            x, y = prior_tokens(top[:, s: s + L], genre, artist, setup.codebook[level], G)
+            losses.append(prior(x.to(device), y.to(device))[1].item())
+        return float(np.mean(losses))
 
 
 def train_prior(prior: GPT, codes: CodeSet, setup: JukeboxSetup, *, run: str | None = None,
@@ -270,23 +264,21 @@ def upsampler_batch(codes: CodeSet, up: Upsampler, split: str, level: int, rows:
     return lower, upper, labels
 
 
-@torch.no_grad()
 def upsampler_loss(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: int = 1,
                    split: str = "val", shuffle_upper: bool = False) -> float:
     """Mean next-code loss of the upsampler on non-overlapping windows of every `split` clip.
     With shuffle_upper, each clip's window gets the upper codes of another clip (the next one:
     never its own), its labels kept: the baseline that says what the upper codes are worth."""
-    up.eval()
-    device = next(up.parameters()).device
-    n, Lu = len(codes.genre[split]), setup.up_len // up.ratio
-    losses = []
-    for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu):
-        lower, upper, labels = upsampler_batch(codes, up, split, level, torch.arange(n),
-                                               torch.full((n,), s), Lu, setup)
-        if shuffle_upper:
-            upper = upper.roll(1, dims=0)                                # (n, Lu) another clip's
-        losses.append(up(lower.to(device), upper.to(device), labels.to(device)).item())
-    return float(np.mean(losses))
+    with evaluating(up) as device:
+        n, Lu = len(codes.genre[split]), setup.up_len // up.ratio
+        losses = []
+        for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu):
+            lower, upper, labels = upsampler_batch(codes, up, split, level, torch.arange(n),
+                                                   torch.full((n,), s), Lu, setup)
+            if shuffle_upper:
+                upper = upper.roll(1, dims=0)                                # (n, Lu) another clip's
+            losses.append(up(lower.to(device), upper.to(device), labels.to(device)).item())
+        return float(np.mean(losses))
 
 
 def train_upsampler(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: int = 1, *,

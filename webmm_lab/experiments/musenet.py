@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.music import GRID, INSTRUMENTS, MAX_DUR, STYLES, MusicSet, Piece, load_music
-from ..device import seed_everything
+from ..device import evaluating, seed_everything
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, step_generator, train
 from .gpt import bigram_loss, lm_loss, unigram_loss
@@ -304,22 +304,18 @@ class MuseData:
         x = torch.tensor(np.stack(xs))
         return torch.where(x < 0, self.tok.end, x), torch.tensor(np.stack(ys))
 
-    @torch.no_grad()
     def loss_sum(self, model: GPT, pieces: list[Piece], style: str | None = None,
                  batch: int = 64) -> tuple[float, int]:
         """Summed cross-entropy (nats) over every event token of `pieces` and their <end>s, and
         how many tokens that is."""
         x, y = self.windows(pieces, style)
-        dev = next(model.parameters()).device
         total = 0.0
-        was = model.training
-        model.eval()
-        for i in range(0, len(x), batch):
-            logits = model(x[i: i + batch].to(dev))[0]
-            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
-                                                       y[i: i + batch].to(dev).flatten(),
-                                                       ignore_index=-1, reduction="sum").item()
-        model.train(was)
+        with evaluating(model) as dev:
+            for i in range(0, len(x), batch):
+                logits = model(x[i: i + batch].to(dev))[0]
+                total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
+                                                           y[i: i + batch].to(dev).flatten(),
+                                                           ignore_index=-1, reduction="sum").item()
         return total, int((y >= 0).sum())
 
     def val_loss(self, model: GPT) -> float:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.music import GRID, load_music
+from ..device import evaluating
 from ..models.contrastive import LOGIT_SCALE_INIT, clip_loss
 from ..train import History, step_generator, train
 
@@ -87,23 +88,22 @@ def train_sound_score(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor
                  steps=steps, lr=lr, seed=seed, progress=progress)
 
 
-@torch.no_grad()
 def retrieval_top1(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, names: list[str],
                    candidates: int = 16, seed: int = 0) -> float:
     """Share (%) of clips whose own score CLIP ranks first among `candidates` scores: its own and
     candidates - 1 drawn at random from other pieces (never another rendering of its own)."""
-    model.eval()
-    a, b = model(mels, rolls)                                                   # (n, D), (n, D)
-    sim = a @ b.T                                                               # (n, n)
-    g = torch.Generator().manual_seed(seed)
-    hits = []
-    for i, name in enumerate(names):
-        others = torch.tensor([j for j, m in enumerate(names) if m != name])
-        # one score per other piece: its renderings share the score
-        firsts = {names[j]: j for j in others.tolist()}
-        pool = torch.tensor(list(firsts.values()))
-        if len(pool) < candidates - 1:
-            raise ValueError(f"{len(pool)} other pieces cannot make {candidates - 1} distractors")
-        pick = pool[torch.randperm(len(pool), generator=g)[:candidates - 1]]
-        hits.append(bool(sim[i, i] > sim[i, pick].max()))
-    return 100 * float(np.mean(hits))
+    with evaluating(model):
+        a, b = model(mels, rolls)                                                   # (n, D), (n, D)
+        sim = a @ b.T                                                               # (n, n)
+        g = torch.Generator().manual_seed(seed)
+        hits = []
+        for i, name in enumerate(names):
+            others = torch.tensor([j for j, m in enumerate(names) if m != name])
+            # one score per other piece: its renderings share the score
+            firsts = {names[j]: j for j in others.tolist()}
+            pool = torch.tensor(list(firsts.values()))
+            if len(pool) < candidates - 1:
+                raise ValueError(f"{len(pool)} other pieces cannot make {candidates - 1} distractors")
+            pick = pool[torch.randperm(len(pool), generator=g)[:candidates - 1]]
+            hits.append(bool(sim[i, i] > sim[i, pick].max()))
+        return 100 * float(np.mean(hits))

@@ -29,6 +29,7 @@ from torch import nn
 from ..data.tokenizers import BPETokenizer
 from ..data.filter_cases import BLOCKLIST_KO
 from ..data.web import BLOCKLIST, WebPairs
+from ..device import evaluating
 from ..models.clip import CLIP
 from ..models.contrastive import clip_loss
 from ..train import step_generator
@@ -279,18 +280,16 @@ class PairWorld(ClipWorld):
         return batch_fn
 
 
-@torch.no_grad()
 def pair_scores(model: CLIP, world: ClipWorld, images: torch.Tensor, texts: list[str],
                 batch: int = 512) -> torch.Tensor:
     """(n,): CLIP's cosine similarity of each image with its own caption."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(texts), batch):
-        x = images[i:i + batch]
-        x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
-        out.append((model.encode_image(x) * world.encode_texts(model, texts[i:i + batch])).sum(1).cpu())
-    return torch.cat(out)
+    with evaluating(model) as device:
+        out = []
+        for i in range(0, len(texts), batch):
+            x = images[i:i + batch]
+            x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+            out.append((model.encode_image(x) * world.encode_texts(model, texts[i:i + batch])).sum(1).cpu())
+        return torch.cat(out)
 
 
 def choose_threshold(scores: torch.Tensor, bad: torch.Tensor) -> float:
@@ -301,22 +300,20 @@ def choose_threshold(scores: torch.Tensor, bad: torch.Tensor) -> float:
     return float(cands[correct.argmax()])
 
 
-@torch.no_grad()
 def contrastive_loss(model: CLIP, world: ClipWorld, images: torch.Tensor, texts: list[str],
                      batch: int = 128) -> float:
     """CLIP's loss on pairs, averaged over consecutive batches of `batch` (a last partial one
     dropped): how well the model tells each pair from the other pairs of its batch."""
-    model.eval()
-    device = next(model.parameters()).device
-    losses = []
-    for i in range(0, len(texts) - batch + 1, batch):
-        x = images[i:i + batch]
-        x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
-        img, txt = model.encode_image(x), world.encode_texts(model, texts[i:i + batch])
-        losses.append(clip_loss(img, txt, model.logit_scale).item())
-    if not losses:
-        raise ValueError(f"need at least {batch} pairs, got {len(texts)}")
-    return float(np.mean(losses))
+    with evaluating(model) as device:
+        losses = []
+        for i in range(0, len(texts) - batch + 1, batch):
+            x = images[i:i + batch]
+            x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+            img, txt = model.encode_image(x), world.encode_texts(model, texts[i:i + batch])
+            losses.append(clip_loss(img, txt, model.logit_scale).item())
+        if not losses:
+            raise ValueError(f"need at least {batch} pairs, got {len(texts)}")
+        return float(np.mean(losses))
 
 
 # ------------------------------------------------------------------ batch size and the negatives
@@ -385,23 +382,21 @@ def relative_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 # ------------------------------------------------------------------ prompt search
 
-@torch.no_grad()
 def template_scorer(model: CLIP, world: ClipWorld, images: torch.Tensor, labels: torch.Tensor):
     """score(template or list of templates) -> zero-shot accuracy (%) on `images` (n, 3, R, R)
     among the 48 colour-shape names, the image embeddings computed once: what a prompt search
     calls thousands of times."""
     from .clip import CLASS_NAMES
     from ..models.clip import zero_shot_weights
-    model.eval()
-    device = next(model.parameters()).device
-    x = _float(images)
-    emb = torch.cat([model.encode_image(c.to(device)) for c in x.split(512)])        # (n, D)
+    with evaluating(model) as device:
+        x = _float(images)
+        emb = torch.cat([model.encode_image(c.to(device)) for c in x.split(512)])        # (n, D)
 
-    def score(templates) -> float:
-        templates = [templates] if isinstance(templates, str) else list(templates)
-        w = zero_shot_weights(lambda t: world.encode_texts(model, t), CLASS_NAMES, templates)   # (D, 48)
-        return 100 * ((emb @ w).argmax(1).cpu() == labels).float().mean().item()
-    return score
+        def score(templates) -> float:
+            templates = [templates] if isinstance(templates, str) else list(templates)
+            w = zero_shot_weights(lambda t: world.encode_texts(model, t), CLASS_NAMES, templates)   # (D, 48)
+            return 100 * ((emb @ w).argmax(1).cpu() == labels).float().mean().item()
+        return score
 
 
 def search_templates(score, words: list[str], beam: int = 4, length: int = 3, start: str = "{}",

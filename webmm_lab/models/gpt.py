@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import evaluating
 from ..ids import check_ids
 from .sampling import sample_next
 
@@ -243,14 +244,10 @@ class GPT(nn.Module):
             raise ValueError(f"prompt ({idx.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds "
                              f"the context ({bs}) with the KV cache; generate fewer tokens, or pass "
                              "use_cache=False to slide the context window")
-        was_training = self.training
-        self.eval()
         cache = self.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens) if use_cache else None
-        try:
+        with evaluating(self):
             return self._decode(idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token,
                                 suppress, generator, extra)
-        finally:
-            self.train(was_training)
 
     def _decode(self, idx, cache, max_new_tokens, temperature, top_k, top_p, stop_token, suppress,
                 generator, extra=None):
