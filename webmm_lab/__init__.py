@@ -4,13 +4,13 @@ One home for every piece the notebooks build: device and profiles, the training 
 checkpoints, claims, data sets, lab checks and plots. Notebooks import from here.
 """
 from .claims import ClaimFailed, Claims, IdentityFailed, check_identity
-from .device import amp_dtype, autocast, describe, grad_scaler, pick_device, seed_everything
+from .device import amp_dtype, autocast, describe, evaluating, grad_scaler, pick_device, seed_everything
 from .profiles import PROFILES, ProfileError, active_profile, notebook_seed, pick
 from .train import History, random_batches, train
 
 __version__ = "0.1.0"
 
-__all__ = ["Claims", "ClaimFailed", "IdentityFailed", "check_identity", "amp_dtype", "autocast", "describe", "grad_scaler",
-           "pick_device", "seed_everything", "PROFILES", "ProfileError", "active_profile",
+__all__ = ["Claims", "ClaimFailed", "IdentityFailed", "check_identity", "amp_dtype", "autocast", "describe",
+           "evaluating", "grad_scaler", "pick_device", "seed_everything", "PROFILES", "ProfileError", "active_profile",
            "notebook_seed", "pick",
            "History", "random_batches", "train", "__version__"]
