@@ -8,7 +8,7 @@ import torch
 from webmm_lab.data import load
 from webmm_lab.data import music
 from webmm_lab.experiments.musenet import (MuseData, MuseSetup, MusicTokenizer, build_musenet,
-                                           compose, crops, grammar, musenet_form, style_features,
+                                           compose, excerpts, grammar, musenet_form, style_features,
                                            one_at_a_time,
                                            train_style_judge, judge_styles)
 from webmm_lab.data.audio import TIMBRES, render, write_wav
@@ -180,9 +180,9 @@ def test_compose_returns_prefix_then_samples_without_conditioning_tokens():
 def test_style_features_and_judge_separate_real_styles():
     pieces = music.corpus_pieces()
     train, test = pieces[::2], pieces[1::2]
-    lists, styles = crops(train, 100, per_piece=2)
+    lists, styles = excerpts(train, 100, per_piece=2)
     judge = train_style_judge(lists, styles)
-    lists, styles = crops(test, 100, per_piece=1, seed=1)
+    lists, styles = excerpts(test, 100, per_piece=1, seed=1)
     acc = np.mean(np.array(judge_styles(judge, lists)) == np.array(styles))
     assert acc > 0.8
     feats = style_features(pieces[0].notes)

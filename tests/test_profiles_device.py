@@ -70,11 +70,11 @@ def test_evaluating_sets_eval_mode_without_gradients_and_restores_each_mode():
 
 
 def test_a_model_training_after_an_evaluation_helper_is_in_train_mode_again():
-    from webmm_lab.experiments.igpt import judge_labels, layer_features
+    from webmm_lab.experiments.igpt import judge_classes, layer_features
     from webmm_lab.models.gpt import GPT, GPTConfig
     from webmm_lab.probe import embed
     judge = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(12, 3))
-    judge_labels(judge, torch.rand(4, 3, 2, 2))
+    judge_classes(judge, torch.rand(4, 3, 2, 2))
     embed(judge, torch.rand(4, 3, 2, 2))
     gpt = GPT(GPTConfig(5, 8, n_layer=1, n_head=1, n_embd=8))
     layer_features(gpt, torch.randint(5, (2, 8)))

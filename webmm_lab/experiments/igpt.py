@@ -277,8 +277,8 @@ def completion_spread(samples: torch.Tensor, real: torch.Tensor, real_labels: to
             "nearest train, real": near_r}
 
 
-def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
-                width: int = 16, seed: int = 0, progress: bool = True) -> nn.Module:
+def train_digit_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
+                      width: int = 16, seed: int = 0, progress: bool = True) -> nn.Module:
     """A small convolutional classifier trained on whole real images: it judges which class a
     completed image shows, independently of the GPT."""
     seed_everything(seed)
@@ -290,7 +290,7 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, step
     return judge.eval()
 
 
-def judge_labels(judge: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def judge_classes(judge: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The judge's class for each image (N, C, H, W): (N,)."""
     with evaluating(judge) as device:
         return torch.cat([judge(x.to(device)).argmax(-1).cpu() for x in images.split(batch)])

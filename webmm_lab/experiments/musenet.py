@@ -427,7 +427,7 @@ def feature_matrix(note_lists: list[np.ndarray], groups=FEATURE_GROUPS) -> np.nd
     return np.stack([np.concatenate([style_features(n)[g] for g in groups]) for n in note_lists])
 
 
-def crops(pieces: list[Piece], notes: int, per_piece: int = 3, seed: int = 0) -> tuple[list, list]:
+def excerpts(pieces: list[Piece], notes: int, per_piece: int = 3, seed: int = 0) -> tuple[list, list]:
     """Random excerpts of `notes` consecutive notes from each piece (the whole piece if shorter),
     re-timed to start at 0: what a judge of short generated pieces trains on. Returns (note
     lists, style names)."""
@@ -479,6 +479,6 @@ def seconds_of(notes: np.ndarray, tempo: float = 90) -> float:
 
 
 __all__ = ["MusicTokenizer", "musenet_form", "musenet_decode", "pitch_number", "MuseSetup", "MuseData", "build_musenet",
-           "train_musenet", "compose", "grammar", "style_features", "feature_matrix", "crops",
+           "train_musenet", "compose", "grammar", "style_features", "feature_matrix", "excerpts",
            "train_style_judge", "judge_styles", "pitch_name", "seconds_of", "one_at_a_time",
            "FEATURE_GROUPS"]
