@@ -215,3 +215,10 @@ def test_the_whole_pipeline_runs_on_tiny_sizes(tmp_path, monkeypatch):
     assert mid.shape == (2, 32) and mid.max() < 16
     assert vqvae.decode(mid, 1).shape == (2, 1, 32 * 32)
     assert tokens_per_minute((8, 32, 128), 16000) == [120000, 30000, 7500]
+
+
+def test_vqvae_parts_are_detached_tensors_not_host_floats():
+    model = VQVAE(hops=(8, 32), width=8, dim=8, codebook_size=16)
+    out = model(torch.randn(2, 1, 256))
+    assert set(out.parts) == {f"{k}_{i}" for k in ("l2", "spec", "used") for i in range(2)}
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in out.parts.values())

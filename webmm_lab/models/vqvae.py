@@ -108,7 +108,8 @@ class VQVAEOutput:
     recons: list[torch.Tensor]        # per level (B, 1, T)
     codes: list[torch.Tensor]         # per level (B, T / hop)
     loss: torch.Tensor                # scalar: the sum over levels of L2 + spectral + commitment
-    parts: dict[str, float]           # each level's terms and codebook use, for the progress bar
+    parts: dict[str, torch.Tensor]    # each level's terms and codebook use, detached scalars: convert
+                                      # (.item()) where they are logged, so a training step never waits
 
 
 class VQVAE(nn.Module):
@@ -154,8 +155,8 @@ class VQVAE(nn.Module):
             loss = loss + l2 + self.spectral_weight * spec + out.commit_loss
             recons.append(recon)
             codes.append(out.codes)
-            parts[f"l2_{i}"], parts[f"spec_{i}"] = l2.item(), spec.item()
-            parts[f"used_{i}"] = out.used.item()
+            parts[f"l2_{i}"], parts[f"spec_{i}"] = l2.detach(), spec.detach()
+            parts[f"used_{i}"] = out.used.detach()
         return VQVAEOutput(recons, codes, loss, parts)
 
     @torch.no_grad()
