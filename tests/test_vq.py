@@ -222,3 +222,35 @@ def test_vqvae_parts_are_detached_tensors_not_host_floats():
     out = model(torch.randn(2, 1, 256))
     assert set(out.parts) == {f"{k}_{i}" for k in ("l2", "spec", "used") for i in range(2)}
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in out.parts.values())
+
+
+def _vq_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Train a VectorQuantizer for a few steps on this process's rows of each batch."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(_train_vq(rank, world), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_vq(rank: int = 0, world: int = 1, steps: int = 6) -> dict:
+    torch.manual_seed(0)                                                 # the same start everywhere
+    vq = VectorQuantizer(16, 4, restart_threshold=0.995)              # a code that wins nothing once restarts
+    data = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        z = torch.randn(8, 4, 6, generator=data) * torch.rand(1, 4, 1, generator=data) * 3   # (8, D, T)
+        n = len(z) // world
+        vq(z[rank * n:(rank + 1) * n])
+    return {"codebook": vq.codebook, "count": vq.count, "restarts": vq.restarts}
+
+
+def test_two_gloo_processes_keep_one_codebook_equal_to_one_process_on_the_whole_batch(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_vq_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    one = _train_vq()
+    assert one["restarts"] > 0                                           # the test exercises restarts
+    assert torch.equal(a["codebook"], b["codebook"]) and torch.equal(a["count"], b["count"])
+    assert torch.allclose(a["codebook"], one["codebook"], atol=1e-5)
+    assert torch.allclose(a["count"], one["count"], atol=1e-5) and a["restarts"] == one["restarts"]

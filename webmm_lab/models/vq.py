@@ -12,12 +12,19 @@ averages (no gradient), started from k-means on the first batch, and dead codes 
 The pieces are plain functions too (lab 05 asks for them): `straight_through`, `ema_update`,
 `restart_dead_codes`; the nearest code is `webmm_lab.kmeans.nearest`. Notebook 05 quantises
 1-D audio latents with it, notebook 06 2-D image latents.
+
+Under torchrun each process sees part of the batch, yet the codebook is a buffer, not a
+parameter, so DDP does not keep it in step. As Jukebox's bottleneck does, the statistics are
+taken over every process's vectors (gathered, in rank order: the same as one process with the
+whole batch) and the k-means start and the restart vectors are rank 0's, broadcast: every
+process keeps the same codebook.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..ids import check_ids
@@ -79,6 +86,17 @@ def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch
     return codebook, count, total, n_dead
 
 
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    """(N, ...) on each process -> (world * N, ...), the processes' rows in rank order."""
+    parts = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 class VectorQuantizer(nn.Module):
     """K codes of dimension D, learned by EMA; see the module docstring.
 
@@ -129,7 +147,8 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> VQOutput:
         flat = self._flatten(z)                                                # (N, D)
         if self.training and not bool(self.initialised):
-            self.init_from(flat.detach())
+            self.init_from(flat.detach() if _world() == 1 else _gather(flat.detach()))
+            self._from_rank_0()
         codes, _ = nearest(flat.detach().float(), self.codebook)               # (N,)
         q = self.codebook[codes].to(flat.dtype)                                # (N, D)
         commit = self.beta * (flat - q.detach()).pow(2).mean()
@@ -142,8 +161,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        if _world() > 1:                                    # every process's vectors: (world * N, D)
+            flat, codes = _gather(flat), _gather(codes)
         count, total = ema_update(self.count, self.total, flat, codes, self.decay)
         codebook = total / count.clamp_min(1e-5)[:, None]   # a dead code's ratio stays put: both decay
+        n = 0
         if self.restart_threshold > 0:
             codebook, count, total, n = restart_dead_codes(codebook, count, total, flat,
                                                            self.restart_threshold)
@@ -151,3 +173,11 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(codebook)
         self.count.copy_(count)
         self.total.copy_(total)
+        if n:                                               # the same n everywhere: counts agree
+            self._from_rank_0()
+
+    def _from_rank_0(self) -> None:
+        """Every process takes rank 0's codebook (its random k-means start or restart vectors)."""
+        if _world() > 1:
+            for buffer in (self.codebook, self.count, self.total):
+                dist.broadcast(buffer, src=0)
