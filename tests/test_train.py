@@ -7,7 +7,8 @@ from torch import nn
 from webmm_lab import random_batches, train
 from webmm_lab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from webmm_lab.paths import checkpoint_dir
-from webmm_lab.train import lr_at, param_groups
+from webmm_lab.device import grad_scaler
+from webmm_lab.train import TrainConfig, lr_at, param_groups, train_step
 
 
 @pytest.fixture(autouse=True)
@@ -219,3 +220,24 @@ def test_each_seed_checkpoints_under_its_own_name():
     train(model, loss_fn, batches, run="seeded", seed=3, stop_after=5, **KW)
     assert checkpoint_path("seeded", 3).exists() and checkpoint_path("seeded", 3).name == "seeded-seed3.pt"
     assert not checkpoint_path("seeded").exists()           # seed 0 would start afresh, not resume seed 3's
+
+
+def test_train_config_fills_its_defaults_and_rejects_unknown_settings():
+    cfg = TrainConfig(steps=50, lr=1e-3)
+    assert cfg.warmup == 5 and cfg.ckpt_every == 5
+    assert set(cfg.weights_settings()) == {"steps", "lr", "warmup", "min_lr_ratio", "weight_decay", "betas",
+                                           "clip", "seed"}                  # eval and checkpoint cadence are not
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TrainConfig(steps=0, lr=1e-3)
+    with pytest.raises(TypeError, match="learning_rate"):
+        train(nn.Linear(2, 1), lambda m, b: m(b).sum(), lambda s: torch.ones(1, 2), steps=1, learning_rate=1e-3)
+
+
+def test_train_step_is_one_optimiser_step_that_returns_the_loss():
+    model = nn.Linear(2, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = model.weight.detach().clone()
+    x = torch.tensor([[1.0, 2.0]])
+    loss = train_step(model, model, lambda m, b: m(b).sum(), x, opt, grad_scaler("cpu"), None, torch.device("cpu"))
+    assert loss.item() == pytest.approx((before @ x.T).item())
+    assert torch.allclose(model.weight, before - 0.5 * x) and model.weight.grad is None   # stepped, zeroed

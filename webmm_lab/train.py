@@ -3,6 +3,9 @@
     history = train(model, loss_fn, batch_fn, steps=600, lr=3e-3, run="00_mlp")
     history.plot()
 
+- The settings (steps, lr, warmup, ...) are `TrainConfig`'s; the loop below reads top to bottom:
+  `load_state` to resume, then per step `train_step` (one optimiser step), `PendingLosses` (the
+  losses' host copies, batched), `evaluate` now and then and `save_state` at the marks.
 - `loss_fn(model, batch) -> scalar loss`; `batch_fn(step) -> batch` (tensors, tuples or dicts).
   Make `batch_fn` depend only on `step` (see `random_batches`): then a resumed run sees exactly
   the batches an uninterrupted one would, and repeats it bit for bit on the CPU.
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, check_fingerprint, data_digest, fingerprint,
                          load_checkpoint, save_checkpoint)
-from .device import autocast, grad_scaler, pick_device
+from .device import autocast, evaluating, grad_scaler, pick_device
 from .distributed import rank_and_world, shard
 from .paths import checkpoint_dir
 from .profiles import active_profile, dry_run_steps
@@ -146,17 +149,120 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@dataclass
+class TrainConfig:
+    """The loop's settings. Those that decide the weights (all but the last four) are, with the
+    model's shapes, the experiment's setup and a digest of the first batch, the checkpoint's
+    fingerprint: a changed default never reloads an old model."""
+    steps: int
+    lr: float
+    warmup: int | None = None            # linear warmup steps; None: min(steps // 10, 200)
+    min_lr_ratio: float = 0.1            # cosine decay ends at min_lr_ratio * lr
+    weight_decay: float = 0.1            # AdamW's, on matrices and embeddings only
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float | None = 1.0             # gradient-norm clipping (None: off)
+    seed: int = 0
+    eval_every: int | None = None        # evaluate every this many steps (and at the end)
+    ckpt_every: int | None = None        # checkpoint every this many steps; None: steps // 10
+    ckpt_seconds: float = 60.0           # ... and at least this often (one process only)
+    compile: bool = False                # torch.compile the forward pass
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        self.warmup = min(self.steps // 10, 200) if self.warmup is None else self.warmup
+        self.ckpt_every = self.ckpt_every or max(1, self.steps // 10)
+
+    def weights_settings(self) -> dict[str, Any]:
+        """The settings that decide the weights (for the fingerprint)."""
+        return {k: getattr(self, k) for k in ("steps", "lr", "warmup", "min_lr_ratio", "weight_decay",
+                                              "betas", "clip", "seed")}
+
+
+def save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler, step: int,
+               history: History, fp: dict, device: torch.device) -> None:
+    """Write the training state (model, optimiser, scaler, RNG, history) atomically."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+             "step": step, "history": history.to_dict(), "rng": torch.get_rng_state(), "fingerprint": fp}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    save_checkpoint(state, path)
+
+
+def load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler, fp: dict,
+               device: torch.device) -> History:
+    """Restore what `save_state` wrote into model, opt, scaler and the RNG; return the history
+    (its `resumed_from` is the checkpoint's step). CheckpointError if it belongs to another run."""
+    state = load_checkpoint(path, map_location=device)
+    if "fingerprint" not in state:
+        raise CheckpointError(f"{path} is not a webmm_lab training checkpoint; delete it")
+    check_fingerprint(state["fingerprint"], fp, path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"].cpu())
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    history = History.from_dict(state["history"])
+    history.resumed_from = int(state["step"])
+    return history
+
+
+class PendingLosses:
+    """Losses kept on the device until `flush` copies them to the history in one sync (under
+    torchrun averaged over the processes: a collective, so every process flushes at the same steps)."""
+
+    def __init__(self, history: History, world: int, bar):
+        self.history, self.world, self.bar, self.losses = history, world, bar, []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss.detach())
+
+    def flush(self) -> None:
+        if not self.losses:
+            return
+        values = torch.stack(self.losses).float()
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        self.history.loss.extend(values.tolist())
+        self.losses.clear()
+        self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}", lr=f"{self.history.lr[-1]:.2e}")
+
+
+def train_step(forward: nn.Module, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+               batch: Any, opt: torch.optim.Optimizer, scaler, clip: float | None,
+               device: torch.device) -> torch.Tensor:
+    """One optimiser step on `batch`: forward (under autocast), backward (scaled), clip, step.
+    `forward` is what runs (DDP- or compile-wrapped `model`). Returns the loss, not synced."""
+    with autocast(device):
+        loss = loss_fn(forward, batch)
+    if device.type == "cpu" and not torch.isfinite(loss.detach()).all():      # free on the CPU
+        raise FloatingPointError(f"loss is {loss.item()}: lower the learning rate?")
+    scaler.scale(loss).backward()
+    if clip is not None:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]], step: int,
+             device: torch.device) -> dict[str, float]:
+    """eval_fn(model) in eval mode, without gradients, under autocast: {"step": step, metric: value}."""
+    with evaluating(model), autocast(device):
+        return {"step": step, **{k: float(v) for k, v in eval_fn(model).items()}}
+
+
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-          batch_fn: Callable[[int], Any], *, steps: int, lr: float, warmup: int | None = None,
-          min_lr_ratio: float = 0.1, weight_decay: float = 0.1,
-          betas: tuple[float, float] = (0.9, 0.95), clip: float | None = 1.0,
+          batch_fn: Callable[[int], Any], *, run: str | None = None, stop_after: int | None = None,
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-          eval_every: int | None = None, run: str | None = None, ckpt_every: int | None = None,
-          ckpt_seconds: float = 60.0, stop_after: int | None = None, seed: int = 0,
-          after_step: Callable[[nn.Module], None] | None = None,
-          device: torch.device | str | None = None, compile: bool = False,
-          progress: bool = True, setup: Any = None) -> History:
-    """Train `model` in place for `steps` optimizer steps and return its History.
+          after_step: Callable[[nn.Module], None] | None = None, setup: Any = None,
+          device: torch.device | str | None = None, progress: bool = True, **settings: Any) -> History:
+    """Train `model` in place and return its History; `settings` are `TrainConfig`'s (steps and
+    lr at least: `train(model, loss_fn, batch_fn, steps=600, lr=3e-3)`).
 
     run:        a name to checkpoint under (see `checkpoint_path`) and resume from; None
                 trains without checkpoints.
@@ -166,144 +272,89 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                 and at the end; returns {"metric": value}.
     after_step: called as after_step(model) after every optimizer step (e.g. CLIP clamps its
                 logit scale there).
-    setup:      what else decides the weights (an experiment's setup dataclass): with the
-                settings above and a digest of the first batch (`data_digest(batch_fn(0))`),
-                it is the checkpoint's fingerprint, so a changed default or data set never
-                reloads an old model.
+    setup:      what else decides the weights (an experiment's setup dataclass): part of the
+                checkpoint's fingerprint.
     `loss_fn` gets the model as it runs (wrapped in DDP under torchrun, compiled with
     `compile=True`); `eval_fn` and `after_step` get `model` itself.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    cfg = TrainConfig(**settings)
     device = torch.device(device) if device is not None else pick_device()
     model.to(device)
     rank, world = rank_and_world()
-    warmup = min(steps // 10, 200) if warmup is None else warmup
-    ckpt_every = ckpt_every or max(1, steps // 10)
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
                             fused=device.type == "cuda")
     scaler = grad_scaler(device)
-    history = History()
-    step = 0
-    dry = dry_run_steps()
-    path = checkpoint_path(run, seed) if run else None
-    fp = fingerprint(model, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                     betas=betas, clip=clip, min_lr_ratio=min_lr_ratio, seed=seed, setup=setup,
+    path = checkpoint_path(run, cfg.seed) if run else None
+    fp = fingerprint(model, **cfg.weights_settings(), setup=setup,
                      data=data_digest(batch_fn(0)) if run else None)
-
+    history, step = History(), 0
     if path is not None and path.exists():
-        state = load_checkpoint(path, map_location=device)
-        if "fingerprint" not in state:
-            raise CheckpointError(f"{path} is not a webmm_lab training checkpoint; delete it")
-        check_fingerprint(state["fingerprint"], fp, path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        history = History.from_dict(state["history"])
-        step = history.resumed_from = int(state["step"])
-        if step >= steps:
-            print(f"run {run!r} is already complete ({step}/{steps} steps): loaded {os.path.relpath(path)}")
+        history = load_state(path, model, opt, scaler, fp, device)
+        step = history.resumed_from
+        if step >= cfg.steps:
+            print(f"run {run!r} is already complete ({step}/{cfg.steps} steps): loaded {os.path.relpath(path)}")
             return history
-        print(f"resuming run {run!r} at step {step}/{steps} from {os.path.relpath(path)}")
+        print(f"resuming run {run!r} at step {step}/{cfg.steps} from {os.path.relpath(path)}")
     else:
-        torch.manual_seed(seed)
-
-    def checkpoint() -> None:
-        if path is None or rank > 0:       # one checkpoint, whatever the number of processes
-            return
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "scaler": scaler.state_dict(), "step": step, "history": history.to_dict(),
-                 "rng": torch.get_rng_state(), "fingerprint": fp}
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(state, path)
-
-    def evaluate() -> None:
-        model.eval()
-        with torch.no_grad(), autocast(device):
-            metrics = {k: float(v) for k, v in eval_fn(model).items()}
-        model.train()
-        history.evals.append({"step": step, **metrics})
+        torch.manual_seed(cfg.seed)
 
     forward = model
     if world > 1:           # DDP averages the gradients of the processes in backward()
         forward = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
-    forward = torch.compile(forward) if compile else forward
-    end = steps if stop_after is None else min(steps, step + stop_after)
-    if dry is not None:
-        end = min(end, step + dry)
-    bar = tqdm(total=steps, initial=step, desc=run or "train", disable=not progress or rank > 0,
+    forward = torch.compile(forward) if cfg.compile else forward
+    dry = dry_run_steps()
+    end = min(cfg.steps, step + stop_after if stop_after is not None else cfg.steps,
+              step + dry if dry is not None else cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=step, desc=run or "train", disable=not progress or rank > 0,
                dynamic_ncols=True)
-    pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
+    pending = PendingLosses(history, world, bar)
+    writes = path is not None and rank == 0     # one checkpoint, whatever the number of processes
     t0 = last_save = time.perf_counter()
     model.train()
-
-    def flush() -> None:   # under torchrun a collective: every process calls it at the same steps
-        if pending:
-            values = torch.stack(pending).float()
-            if world > 1:
-                dist.all_reduce(values)
-                values /= world
-            values = values.tolist()
-            history.loss.extend(values)
-            pending.clear()
-            bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{history.lr[-1]:.2e}")
-
     try:
         while step < end:
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup,
-                                    min_lr_ratio=min_lr_ratio)
+                group["lr"] = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup=cfg.warmup,
+                                    min_lr_ratio=cfg.min_lr_ratio)
             batch = to_device(shard(batch_fn(step), rank, world), device)
-            with autocast(device):
-                loss = loss_fn(forward, batch)
-            if device.type == "cpu" and not torch.isfinite(loss.detach()).all():  # no GPU sync
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower lr?")
-            scaler.scale(loss).backward()
-            if clip is not None:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+            pending.add(train_step(forward, model, loss_fn, batch, opt, scaler, cfg.clip, device))
             if after_step is not None:
                 after_step(model)
-            pending.append(loss.detach())
             history.steps.append(step)
             history.lr.append(opt.param_groups[0]["lr"])
             step += 1
             bar.update(1)
-            if len(pending) >= 10:
-                flush()
-            last = step == steps or (dry is not None and step == end)
-            if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
-                flush()
-                evaluate()
+            if len(pending.losses) >= 10:
+                pending.flush()
+            last = step == cfg.steps or (dry is not None and step == end)
+            if eval_fn is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+                pending.flush()
+                history.evals.append(evaluate(model, eval_fn, step, device))
                 bar.set_postfix(loss=f"{history.loss[-1]:.4f}",
                                 **{k: f"{v:.4g}" for k, v in history.evals[-1].items() if k != "step"})
             now = time.perf_counter()
-            late = now - last_save > ckpt_seconds and world == 1   # clocks differ between processes
-            if step % ckpt_every == 0 or step == end or late:
-                flush()
+            late = now - last_save > cfg.ckpt_seconds and world == 1   # clocks differ between processes
+            if step % cfg.ckpt_every == 0 or step == end or late:
+                pending.flush()
                 history.seconds += now - t0
                 t0 = last_save = now
-                checkpoint()
+                if writes:
+                    save_state(path, model, opt, scaler, step, history, fp, device)
     except KeyboardInterrupt:
         bar.close()
         if world > 1:        # the other processes may be gone: no collective, no checkpoint
-            print(f"interrupted at step {step}/{steps}; the last checkpoint stands")
+            print(f"interrupted at step {step}/{cfg.steps}; the last checkpoint stands")
             raise
-        flush()
+        pending.flush()
         history.seconds += time.perf_counter() - t0
-        checkpoint()
-        print(f"interrupted at step {step}/{steps}" + (f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
+        if writes:
+            save_state(path, model, opt, scaler, step, history, fp, device)
+        print(f"interrupted at step {step}/{cfg.steps}"
+              + (f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
         raise
-    flush()
+    pending.flush()
     bar.close()
-    if step < steps and dry is None:
-        print(f"stopped at step {step}/{steps}; checkpoint saved: run the same call again to resume")
+    if step < cfg.steps and dry is None:
+        print(f"stopped at step {step}/{cfg.steps}; checkpoint saved: run the same call again to resume")
     return history
