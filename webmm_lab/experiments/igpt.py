@@ -11,9 +11,16 @@ completions of the bottom half, and linear probes on the features of every layer
     feats = layer_features(model, data.train_seq)                   # n_layer + 2 of (N, width)
     acc = probe_by_layer(feats, data.train_labels, layer_features(model, data.test_seq), data.test_labels)
 
-A sequence is [start, p_0, p_1, ..., p_{HW-1}]: a start-of-image token (id = number of colours,
-learned like any other token) and then the pixels row by row. The model reads the first HW
-tokens and predicts the last HW: the target of every position is the next pixel.
+A sequence is [start, p_0, p_1, ..., p_{HW-1}]: a start-of-image token (the last id,
+`start_id(vocab_size)`, after the colours) and then the pixels row by row. The model reads the
+first HW tokens and predicts the last HW: the target of every position is the next pixel.
+
+Why the start is a vocabulary id, where the paper keeps a learned vector outside the
+vocabulary: notebook 03 reuses notebook 02's GPT unchanged, and an embedding row is a learned
+vector, so the model's inputs are the paper's. What differs is one output logit that no target
+asks for; it costs `suppress=[start]` when sampling and a slice when reading the colours'
+probabilities. A vector outside the vocabulary would cost a second input path through the GPT,
+its KV cache and `generate`, which every other notebook shares.
 """
 from __future__ import annotations
 
@@ -55,6 +62,11 @@ class IgptSetup:
     lr: float = 3e-3
     dropout: float = 0.0
     seed: int = 0                  # model initialisation and batch order (data and palette fixed)
+
+
+def start_id(vocab_size: int) -> int:
+    """The start-of-image token's id: the last of the vocabulary (the colours are 0 .. V - 2)."""
+    return vocab_size - 1
 
 
 def to_sequence(ids: torch.Tensor, start: int) -> torch.Tensor:
@@ -118,17 +130,17 @@ class IgptData:
             labels = [train_set.labels, test_set.labels]
             classes, source = train_set.classes, train_set.source
         palette = Palette.fit(images[0], setup.colours, seed=0)
-        seqs = [to_sequence(palette.encode(x), len(palette)) for x in images]
+        seqs = [to_sequence(palette.encode(x), start_id(len(palette) + 1)) for x in images]
         return cls(setup, palette, images[0], labels[0], images[1], labels[1], classes, source, *seqs)
 
     @property
-    def start(self) -> int:
-        """The start-of-image token's id (the palette's ids are 0 .. colours - 1)."""
-        return len(self.palette)
+    def vocab_size(self) -> int:
+        """The colours and the start token."""
+        return len(self.palette) + 1
 
     @property
-    def vocab_size(self) -> int:
-        return len(self.palette) + 1
+    def start(self) -> int:
+        return start_id(self.vocab_size)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -195,7 +207,7 @@ def complete(model: GPT, seq: torch.Tensor, rows: int, samples: int = 4, tempera
     if not 0 <= rows < side:
         raise ValueError(f"rows must be in [0, {side}), got {rows}")
     device = next(model.parameters()).device
-    start = model.cfg.vocab_size - 1
+    start = start_id(model.cfg.vocab_size)
     prompt = seq[:, :1 + rows * side].repeat_interleave(samples, dim=0).to(device)  # (N*s, 1 + r*W)
     gen = torch.Generator(device=device).manual_seed(seed)
     out = torch.cat([model.generate(p, n_pixels - rows * side, temperature=temperature, top_p=top_p,
