@@ -114,7 +114,7 @@ def test_kl_to_uniform_is_zero_for_uniform_and_log_k_for_one_hot():
 def test_tokenizers_shapes_and_argmax_tokens_decode_to_images(cls):
     tok = cls(codebook_size=16, width=8, dim=8)
     x = render(sample_signs(4) + sample_panels(4), 32)
-    out = tok(x, progress=0.5)
+    out = tok(x, done=0.5)
     assert out.recon.shape == x.shape and out.codes.shape == (8, 8, 8) and out.loss.ndim == 0
     out.loss.backward()
     tok.eval()

@@ -462,23 +462,23 @@ def test_lab06_schedule_check_accepts_the_dvae_and_catches_other_ramps():
     from webmm_lab.checks.lab06 import check_schedule
     from webmm_lab.models.dvae import DiscreteVAE
 
-    def dvae(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+    def dvae(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
         return DiscreteVAE(4, 4, 4, tau_start=tau_start, tau_end=tau_end, anneal_over=anneal_over,
-                           kl_weight=kl_weight, kl_warmup=kl_warmup).schedule(progress)
+                           kl_weight=kl_weight, kl_warmup=kl_warmup).schedule(done)
     assert check_schedule(dvae, seed=0, verbose=False)
 
-    def linear_tau(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
-        p = min(1.0, max(0.0, progress))
+    def linear_tau(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+        p = min(1.0, max(0.0, done))
         return tau_start + (tau_end - tau_start) * min(1.0, p / anneal_over), kl_weight * min(1.0, p / kl_warmup)
     assert not check_schedule(linear_tau, seed=0, verbose=False)
 
-    def no_warmup(progress, *args):
-        tau, _ = dvae(progress, *args)
+    def no_warmup(done, *args):
+        tau, _ = dvae(done, *args)
         return tau, args[3]
     assert not check_schedule(no_warmup, seed=0, verbose=False)
 
-    def unclamped(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
-        return tau_start * (tau_end / tau_start) ** (progress / anneal_over), kl_weight * progress / kl_warmup
+    def unclamped(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+        return tau_start * (tau_end / tau_start) ** (done / anneal_over), kl_weight * done / kl_warmup
     assert not check_schedule(unclamped, seed=0, verbose=False)
 
 

@@ -45,26 +45,26 @@ def check_gumbel_softmax(fn: Callable[[torch.Tensor, float, torch.Tensor], torch
 
 def _schedule_inputs(gen: torch.Generator):
     r = lambda lo, hi: float(lo + (hi - lo) * torch.rand((), generator=gen))
-    return dict(progress=r(-0.05, 1.05), tau_start=r(0.5, 2.0), tau_end=r(0.02, 0.3),
+    return dict(done=r(-0.05, 1.05), tau_start=r(0.5, 2.0), tau_end=r(0.02, 0.3),
                 anneal_over=r(0.2, 1.0), kl_weight=r(0.0, 7.0), kl_warmup=r(0.01, 0.5))
 
 
-def _reference_schedule(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
+def _reference_schedule(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup):
     d = DiscreteVAE(4, 4, 4, tau_start=tau_start, tau_end=tau_end, anneal_over=anneal_over,
                     kl_weight=kl_weight, kl_warmup=kl_warmup)
-    return tuple(torch.tensor(v, dtype=torch.float64) for v in d.schedule(progress))
+    return tuple(torch.tensor(v, dtype=torch.float64) for v in d.schedule(done))
 
 
 def check_schedule(fn: Callable[..., tuple[float, float]], **kw) -> CheckResult:
-    """Lab 06: fn(progress, tau_start, tau_end, anneal_over, kl_weight, kl_warmup) -> (tau, kl):
+    """Lab 06: fn(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup) -> (tau, kl):
     the temperature falls geometrically from tau_start to tau_end over the first `anneal_over`
     of training and then stays; the KL weight rises linearly from 0 to kl_weight over the first
-    `kl_warmup` and then stays. progress is the share of training done (clamp it to [0, 1])."""
+    `kl_warmup` and then stays. `done` is the share of training done (clamp it to [0, 1])."""
     wrapped = lambda **a: tuple(torch.tensor(float(v), dtype=torch.float64) for v in fn(**a))
     return check_function(wrapped, _reference_schedule, _schedule_inputs, name="schedule", trials=40,
                           atol=1e-6, rtol=1e-5,
-                          hint="geometric means equal ratios for equal steps of progress; check "
-                          "progress 0, the end of each ramp, and beyond it", **kw)
+                          hint="geometric means equal ratios for equal steps of training; check "
+                          "done = 0, the end of each ramp, and beyond it", **kw)
 
 
 def _kl_logits(gen: torch.Generator) -> tuple[torch.Tensor]:

@@ -177,8 +177,8 @@ def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
 
 def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: DalleSetup, *,
                     run: str | None = None, device=None, progress: bool = True) -> History:
-    """The course's loop on random training images; `progress` (step / steps) drives the
-    dVAE's temperature and KL schedules."""
+    """The course's loop on random training images; the share of training done (step / steps)
+    drives the dVAE's temperature and KL schedules; `progress` shows a progress bar."""
     steps = setup.tok_steps
 
     def batch_fn(step: int):

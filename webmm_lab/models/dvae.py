@@ -7,7 +7,7 @@ weight warmed up; tokens are the argmax. The VQ-VAE: the encoder gives a vector 
 notebook 05's bottleneck (`vq.VectorQuantizer`: nearest code, EMA, restarts) snaps it to a code.
 
     dvae = DiscreteVAE(codebook_size=128)          # 32x32 images -> 8x8 codes (4x down)
-    out = dvae(images, progress=0.3)               # progress in [0, 1] drives the schedules
+    out = dvae(images, done=0.3)                   # the share of training done drives the schedules
     out.loss, out.mse, out.reg                     # reg: the KL (dVAE) or commitment (VQ) term
     codes = dvae.encode(images)                    # (B, 8, 8) long
     recon = dvae.decode(codes)                     # (B, 3, 32, 32) in [0, 1]
@@ -83,9 +83,9 @@ def kl_to_uniform(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return (logq.exp() * logq).sum(dim).mean() + math.log(logits.shape[dim])
 
 
-def anneal(progress: float, start: float, end: float, over: float) -> float:
+def anneal(done: float, start: float, end: float, over: float) -> float:
     """Exponential interpolation from `start` to `end` over the first `over` of training."""
-    t = min(1.0, max(0.0, progress) / over) if over > 0 else 1.0
+    t = min(1.0, max(0.0, done) / over) if over > 0 else 1.0
     return start * (end / start) ** t
 
 
@@ -120,7 +120,7 @@ class _Tokenizer(nn.Module):
 
 
 class DiscreteVAE(_Tokenizer):
-    """DALL·E's dVAE. Schedules follow `progress` (the share of training done): the gumbel
+    """DALL·E's dVAE. Schedules follow `done` (the share of training done): the gumbel
     temperature falls from tau_start to tau_end over the first `anneal_over`, the KL weight
     rises linearly from 0 to kl_weight over the first `kl_warmup`."""
 
@@ -135,15 +135,15 @@ class DiscreteVAE(_Tokenizer):
         self.codebook = nn.Embedding(codebook_size, dim)                        # (K, D)
         self.decoder = image_decoder(width, dim, downs)
 
-    def schedule(self, progress: float) -> tuple[float, float]:
-        """(temperature, KL weight) at `progress` in [0, 1]."""
-        kl = self.kl_weight * min(1.0, max(0.0, progress) / self.kl_warmup) if self.kl_warmup > 0 else self.kl_weight
-        return anneal(progress, self.tau_start, self.tau_end, self.anneal_over), kl
+    def schedule(self, done: float) -> tuple[float, float]:
+        """(temperature, KL weight) at `done` in [0, 1]."""
+        kl = self.kl_weight * min(1.0, max(0.0, done) / self.kl_warmup) if self.kl_warmup > 0 else self.kl_weight
+        return anneal(done, self.tau_start, self.tau_end, self.anneal_over), kl
 
-    def forward(self, x: torch.Tensor, progress: float = 1.0) -> TokenizerOutput:
+    def forward(self, x: torch.Tensor, done: float = 1.0) -> TokenizerOutput:
         self._check(x)
         logits = self.encoder(x)                                                # (B, K, h, w)
-        tau, weight = self.schedule(progress)
+        tau, weight = self.schedule(done)
         if self.training:
             soft = gumbel_softmax(logits.float(), tau, dim=1)                   # (B, K, h, w)
         else:                                                                   # what tokens decode to
@@ -174,7 +174,7 @@ class VQTokenizer(_Tokenizer):
         self.vq = VectorQuantizer(codebook_size, dim, beta=beta, restart_threshold=restart_threshold)
         self.decoder = image_decoder(width, dim, downs)
 
-    def forward(self, x: torch.Tensor, progress: float = 1.0) -> TokenizerOutput:
+    def forward(self, x: torch.Tensor, done: float = 1.0) -> TokenizerOutput:
         self._check(x)
         out = self.vq(self.encoder(x))                                          # quantized (B, D, h, w)
         return self._out(x, self.decoder(out.quantized), out.commit_loss / self.vq.beta, out.codes,
