@@ -233,11 +233,11 @@ def test_train_config_fills_its_defaults_and_rejects_unknown_settings():
         train(nn.Linear(2, 1), lambda m, b: m(b).sum(), lambda s: torch.ones(1, 2), steps=1, learning_rate=1e-3)
 
 
-def test_train_step_is_one_optimiser_step_that_returns_the_loss():
+def test_train_step_is_one_optimiser_step_at_the_given_lr_that_returns_the_loss():
     model = nn.Linear(2, 1, bias=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.9)
     before = model.weight.detach().clone()
     x = torch.tensor([[1.0, 2.0]])
-    loss = train_step(model, model, lambda m, b: m(b).sum(), x, opt, grad_scaler("cpu"), None, torch.device("cpu"))
+    loss = train_step(model, model, lambda m, b: m(b).sum(), x, opt, grad_scaler("cpu"), 0.5, None, torch.device("cpu"))
     assert loss.item() == pytest.approx((before @ x.T).item())
     assert torch.allclose(model.weight, before - 0.5 * x) and model.weight.grad is None   # stepped, zeroed

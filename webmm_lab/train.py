@@ -4,9 +4,12 @@
     history.plot()
 
 - The settings (steps, lr, warmup, ...) are `TrainConfig`'s; the loop below reads top to bottom:
-  `load_state` to resume, then per step `train_step` (one optimiser step), `PendingLosses` (the
-  losses' host copies, batched), `evaluate` now and then and `save_state` at the marks.
-- `loss_fn(model, batch) -> scalar loss`; `batch_fn(step) -> batch` (tensors, tuples or dicts).
+  `resume` (with `load_state`) and `wrap` (DDP, compile), then per step `train_step` (one
+  optimiser step), `PendingLosses` (the losses' host copies, batched), `evaluate` now and then
+  and `save_state` at the marks.
+- `loss_fn(model, batch) -> scalar loss` gets the model as it runs (in DDP under torchrun,
+  compiled with `compile=True`); `eval_fn` and `after_step` get the model itself.
+  `batch_fn(step) -> batch` (tensors, tuples or dicts).
   Make `batch_fn` depend only on `step` (see `random_batches`): then a resumed run sees exactly
   the batches an uninterrupted one would, and repeats it bit for bit on the CPU.
 - AdamW, no weight decay on 1-D parameters (biases, norms, scales); linear warmup then cosine
@@ -173,6 +176,10 @@ class TrainConfig:
         self.warmup = min(self.steps // 10, 200) if self.warmup is None else self.warmup
         self.ckpt_every = self.ckpt_every or max(1, self.steps // 10)
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate at `step` (warmup, then cosine decay)."""
+        return lr_at(step, lr=self.lr, steps=self.steps, warmup=self.warmup, min_lr_ratio=self.min_lr_ratio)
+
     def weights_settings(self) -> dict[str, Any]:
         """The settings that decide the weights (for the fingerprint)."""
         return {k: getattr(self, k) for k in ("steps", "lr", "warmup", "min_lr_ratio", "weight_decay",
@@ -215,8 +222,13 @@ class PendingLosses:
     def __init__(self, history: History, world: int, bar):
         self.history, self.world, self.bar, self.losses = history, world, bar, []
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, step: int, lr: float, loss: torch.Tensor) -> None:
+        """Record a step: its step and lr now, its loss at the next flush (every 10 steps at most)."""
+        self.history.steps.append(step)
+        self.history.lr.append(lr)
         self.losses.append(loss.detach())
+        if len(self.losses) >= 10:
+            self.flush()
 
     def flush(self) -> None:
         if not self.losses:
@@ -229,12 +241,20 @@ class PendingLosses:
         self.losses.clear()
         self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}", lr=f"{self.history.lr[-1]:.2e}")
 
+    def show(self, evals: dict[str, float]) -> None:
+        """Put the last loss and an evaluation's metrics on the progress bar."""
+        self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}",
+                             **{k: f"{v:.4g}" for k, v in evals.items() if k != "step"})
+
 
 def train_step(forward: nn.Module, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-               batch: Any, opt: torch.optim.Optimizer, scaler, clip: float | None,
+               batch: Any, opt: torch.optim.Optimizer, scaler, lr: float, clip: float | None,
                device: torch.device) -> torch.Tensor:
-    """One optimiser step on `batch`: forward (under autocast), backward (scaled), clip, step.
-    `forward` is what runs (DDP- or compile-wrapped `model`). Returns the loss, not synced."""
+    """One optimiser step on `batch` at learning rate `lr`: forward (under autocast), backward
+    (scaled), clip, step. `forward` is what runs (DDP- or compile-wrapped `model`). Returns the
+    loss, not synced."""
+    for group in opt.param_groups:
+        group["lr"] = lr
     with autocast(device):
         loss = loss_fn(forward, batch)
     if device.type == "cpu" and not torch.isfinite(loss.detach()).all():      # free on the CPU
@@ -256,6 +276,29 @@ def evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]],
         return {"step": step, **{k: float(v) for k, v in eval_fn(model).items()}}
 
 
+def wrap(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """What the loop runs: `model` in DDP under torchrun (it averages the gradients in
+    backward()), compiled with `compile=True`."""
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.compile(model) if compile else model
+
+
+def resume(path: Path | None, run: str | None, model: nn.Module, opt: torch.optim.Optimizer, scaler,
+           fp: dict, device: torch.device, cfg: TrainConfig) -> History:
+    """The history to go on from: the checkpoint at `path` loaded into model, opt and scaler (its
+    `resumed_from` is the step), or a fresh one after seeding torch when there is no checkpoint."""
+    if path is None or not path.exists():
+        torch.manual_seed(cfg.seed)
+        return History()
+    history = load_state(path, model, opt, scaler, fp, device)
+    step, where = history.resumed_from, os.path.relpath(path)
+    print(f"run {run!r} is already complete ({step}/{cfg.steps} steps): loaded {where}"
+          if step >= cfg.steps else f"resuming run {run!r} at step {step}/{cfg.steps} from {where}")
+    return history
+
+
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
           batch_fn: Callable[[int], Any], *, run: str | None = None, stop_after: int | None = None,
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -264,18 +307,13 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     """Train `model` in place and return its History; `settings` are `TrainConfig`'s (steps and
     lr at least: `train(model, loss_fn, batch_fn, steps=600, lr=3e-3)`).
 
-    run:        a name to checkpoint under (see `checkpoint_path`) and resume from; None
-                trains without checkpoints.
+    run:        a name to checkpoint under and resume from (`checkpoint_path`); None: no checkpoints.
     stop_after: stop after this many steps in this call (a checkpoint is saved), as if the
                 session were cut off; calling again resumes. For demonstrations and tests.
     eval_fn:    called as eval_fn(model) under no_grad in eval mode every `eval_every` steps
                 and at the end; returns {"metric": value}.
-    after_step: called as after_step(model) after every optimizer step (e.g. CLIP clamps its
-                logit scale there).
-    setup:      what else decides the weights (an experiment's setup dataclass): part of the
-                checkpoint's fingerprint.
-    `loss_fn` gets the model as it runs (wrapped in DDP under torchrun, compiled with
-    `compile=True`); `eval_fn` and `after_step` get `model` itself.
+    after_step: called as after_step(model) after every optimizer step (CLIP clamps its scale).
+    setup:      what else decides the weights (an experiment's setup dataclass): fingerprinted.
     """
     cfg = TrainConfig(**settings)
     device = torch.device(device) if device is not None else pick_device()
@@ -287,22 +325,11 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     path = checkpoint_path(run, cfg.seed) if run else None
     fp = fingerprint(model, **cfg.weights_settings(), setup=setup,
                      data=data_digest(batch_fn(0)) if run else None)
-    history, step = History(), 0
-    if path is not None and path.exists():
-        history = load_state(path, model, opt, scaler, fp, device)
-        step = history.resumed_from
-        if step >= cfg.steps:
-            print(f"run {run!r} is already complete ({step}/{cfg.steps} steps): loaded {os.path.relpath(path)}")
-            return history
-        print(f"resuming run {run!r} at step {step}/{cfg.steps} from {os.path.relpath(path)}")
-    else:
-        torch.manual_seed(cfg.seed)
-
-    forward = model
-    if world > 1:           # DDP averages the gradients of the processes in backward()
-        forward = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
-    forward = torch.compile(forward) if cfg.compile else forward
+    history = resume(path, run, model, opt, scaler, fp, device, cfg)
+    step = history.resumed_from
+    if step >= cfg.steps:
+        return history
+    forward = wrap(model, device, world, cfg.compile)
     dry = dry_run_steps()
     end = min(cfg.steps, step + stop_after if stop_after is not None else cfg.steps,
               step + dry if dry is not None else cfg.steps)
@@ -314,25 +341,19 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
     model.train()
     try:
         while step < end:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup=cfg.warmup,
-                                    min_lr_ratio=cfg.min_lr_ratio)
+            lr = cfg.lr_at(step)
             batch = to_device(shard(batch_fn(step), rank, world), device)
-            pending.add(train_step(forward, model, loss_fn, batch, opt, scaler, cfg.clip, device))
+            loss = train_step(forward, model, loss_fn, batch, opt, scaler, lr, cfg.clip, device)
             if after_step is not None:
                 after_step(model)
-            history.steps.append(step)
-            history.lr.append(opt.param_groups[0]["lr"])
+            pending.add(step, lr, loss)
             step += 1
             bar.update(1)
-            if len(pending.losses) >= 10:
-                pending.flush()
             last = step == cfg.steps or (dry is not None and step == end)
             if eval_fn is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
                 pending.flush()
                 history.evals.append(evaluate(model, eval_fn, step, device))
-                bar.set_postfix(loss=f"{history.loss[-1]:.4f}",
-                                **{k: f"{v:.4g}" for k, v in history.evals[-1].items() if k != "step"})
+                pending.show(history.evals[-1])
             now = time.perf_counter()
             late = now - last_save > cfg.ckpt_seconds and world == 1   # clocks differ between processes
             if step % cfg.ckpt_every == 0 or step == end or late:
@@ -343,15 +364,13 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                     save_state(path, model, opt, scaler, step, history, fp, device)
     except KeyboardInterrupt:
         bar.close()
-        if world > 1:        # the other processes may be gone: no collective, no checkpoint
-            print(f"interrupted at step {step}/{cfg.steps}; the last checkpoint stands")
-            raise
-        pending.flush()
-        history.seconds += time.perf_counter() - t0
-        if writes:
-            save_state(path, model, opt, scaler, step, history, fp, device)
-        print(f"interrupted at step {step}/{cfg.steps}"
-              + (f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
+        if world == 1:       # with more, the others may be gone: no collective, no checkpoint
+            pending.flush()
+            history.seconds += time.perf_counter() - t0
+            if writes:
+                save_state(path, model, opt, scaler, step, history, fp, device)
+        print(f"interrupted at step {step}/{cfg.steps}" + ("; the last checkpoint stands" if world > 1
+              else f"; checkpoint saved to {os.path.relpath(path)}" if path else ""))
         raise
     pending.flush()
     bar.close()
