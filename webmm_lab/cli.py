@@ -188,7 +188,8 @@ def run_seeds(book: Path, profile: str, out: Path, seeds: list[int], one_thread:
     return data
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task (`webmm-lab --help`)."""
     parser = argparse.ArgumentParser(prog="webmm-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="execute notebooks in a fresh kernel and print their claims")
@@ -244,119 +245,155 @@ def main(argv: list[str] | None = None) -> int:
                              "(also under torchrun); `webmm-lab train clip --help` for options")
     p_train.add_argument("model", choices=sorted(TRAINERS))
     p_train.add_argument("options", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.cmd == "run":
-        from .profiles import active_profile
-        profile = args.profile or active_profile()
-        root = _root()
-        out = results_dir()
-        env = {}
-        if args.store and profile == "smoke":
-            parser.error("--store keeps the cpu profile's outputs (or gpu's); smoke's tiny sizes "
-                         "are for tests: use --profile cpu")
-        if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
-            parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Execute notebooks in a fresh kernel (or once per seed) and print their claims."""
+    from .profiles import active_profile
+    profile = args.profile or active_profile()
+    root = _root()
+    out = results_dir()
+    env = {}
+    if args.store and profile == "smoke":
+        parser.error("--store keeps the cpu profile's outputs (or gpu's); smoke's tiny sizes "
+                     "are for tests: use --profile cpu")
+    if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
+        parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
+    if args.dry_run is not None:
+        if args.store:
+            parser.error("--store keeps real runs only; drop --dry-run or --store")
+        out = out / "dry-run"
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)     # every dry run starts afresh
+        env["WEBMM_DRY_RUN"] = str(args.dry_run)
+    if args.amp:
+        env["WEBMM_AMP"] = args.amp
+    books = resolve_notebooks(args.notebooks, root / "notebooks")
+    if args.seeds is not None:
         if args.dry_run is not None:
-            if args.store:
-                parser.error("--store keeps real runs only; drop --dry-run or --store")
-            out = out / "dry-run"
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)     # every dry run starts afresh
-            env["WEBMM_DRY_RUN"] = str(args.dry_run)
-        if args.amp:
-            env["WEBMM_AMP"] = args.amp
-        books = resolve_notebooks(args.notebooks, root / "notebooks")
-        if args.seeds is not None:
-            if args.dry_run is not None:
-                parser.error("--seeds measures real runs; drop --dry-run")
-            seeds = parse_seeds(args.seeds)
-            failing = []
-            for book in books:
-                data = run_seeds(book, profile, out, seeds, not args.no_one_thread, args.cell_timeout,
-                                 env, args.store)
-                n = len(data["runs"])
-                failing += [f"{book.stem}: {c['name']} ({c['passed']}/{n})" for c in data["claims"]
-                            if c["kind"] == "claim" and c["passed"] < n]
-            if failing:
-                print("claims that did not pass on every run:\n  " + "\n  ".join(failing))
-                return 1
-            return 0
-        failed = []
+            parser.error("--seeds measures real runs; drop --dry-run")
+        seeds = parse_seeds(args.seeds)
+        failing = []
         for book in books:
-            extra = "".join(f", {k}={v}" for k, v in env.items())
-            print(f"running {book.name} (profile {profile}{extra}) ...", flush=True)
-            ok, seconds, error = run_notebook(book, profile, out, args.cell_timeout, args.store, env)
-            print(f"  {'ok' if ok else 'FAILED'} in {seconds:.1f} s -> {out / book.name}"
-                  + (f"\n  {error}" if error else ""), flush=True)
-            if not ok:
-                failed.append(book.stem)
-        print()
-        print(format_table(load_results(out, [b.stem for b in books])))
-        if failed:
-            print(f"\nfailed: {', '.join(failed)}")
+            data = run_seeds(book, profile, out, seeds, not args.no_one_thread, args.cell_timeout,
+                             env, args.store)
+            n = len(data["runs"])
+            failing += [f"{book.stem}: {c['name']} ({c['passed']}/{n})" for c in data["claims"]
+                        if c["kind"] == "claim" and c["passed"] < n]
+        if failing:
+            print("claims that did not pass on every run:\n  " + "\n  ".join(failing))
             return 1
         return 0
-    if args.cmd == "train":
-        import importlib
-        return importlib.import_module(TRAINERS[args.model]).main(args.options)
-    if args.cmd == "colab":
-        from .colab import repository, set_repository
-        old = repository(_root())
-        changed = set_repository(_root(), args.repo)
-        print(f"{old} -> {args.repo}: {len(changed)} files rewritten" + "".join(f"\n  {p}" for p in changed))
-        return 0
-    if args.cmd == "times":
-        books = resolve_notebooks(["all"], _root() / "notebooks")
-        smoke = {}
-        if args.smoke:
-            for book in books:
-                ok, secs, _ = run_notebook(book, "smoke", results_dir() / "times")
-                smoke[book.stem] = f"{secs:.0f} s" if ok else "failed"
-        print(times_table(books, smoke))
-        return 0
-    if args.cmd == "book":
-        from .book import build_book
-        t0 = time.perf_counter()
-        index = build_book(_root(), Path(args.out) if args.out else results_dir() / "book")
-        print(f"built {index} in {time.perf_counter() - t0:.0f} s; open it in a browser, or serve "
-              f"the folder: python -m http.server -d {index.parent}")
-        return 0
-    if args.cmd == "grade":
-        from .grading import grade, summary, write_csv
-        lab = f"{int(args.lab):02d}" if args.lab is not None and args.lab.isdigit() else args.lab
-        graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit)
-        write_csv(graded, Path(args.out))
-        print(summary(graded))
-        print(f"\nwrote {args.out}: one row per student and check")
-        return 0
-    if args.cmd == "music":
-        from .data import music
-        pieces = music.build_corpus(args.per_style or music.PER_STYLE)
-        digest = music.save_pieces(pieces, music.SHIPPED)
-        print(f"wrote {len(pieces)} pieces to {music.SHIPPED} "
-              f"({music.SHIPPED.stat().st_size / 1e3:.0f} kB); set SHIPPED_SHA256 = {digest!r}")
-        return 0
-    if args.cmd == "results":
-        if args.stale:
-            stale = stale_notebooks(_root() / "notebooks")
-            for book, what, changed in stale:
-                print(f"{book}: stored {what} predate changes to {', '.join(changed)}")
-            print("nothing stale" if not stale else
-                  "re-store with `webmm-lab run NN --profile cpu --store` (outputs) and "
-                  "`--seeds 0-4 --store` (spread)")
-            return 1 if stale else 0
-        print(format_table(load_results()))
-        return 0
-    if args.cmd == "labs":
-        from .labs import build
-        changed = build(_root() / "labs", check=args.check)
-        if args.check:
-            for p in changed:
-                print(f"out of date: {p} (run `webmm-lab labs build`)")
-            return 1 if changed else 0
-        print("\n".join(f"wrote {p}" for p in changed) or "labs are up to date")
-        return 0
-    return 2
+    failed = []
+    for book in books:
+        extra = "".join(f", {k}={v}" for k, v in env.items())
+        print(f"running {book.name} (profile {profile}{extra}) ...", flush=True)
+        ok, seconds, error = run_notebook(book, profile, out, args.cell_timeout, args.store, env)
+        print(f"  {'ok' if ok else 'FAILED'} in {seconds:.1f} s -> {out / book.name}"
+              + (f"\n  {error}" if error else ""), flush=True)
+        if not ok:
+            failed.append(book.stem)
+    print()
+    print(format_table(load_results(out, [b.stem for b in books])))
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Train a course model from the command line."""
+    import importlib
+    return importlib.import_module(TRAINERS[args.model]).main(args.options)
+
+
+def _colab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Point every Colab badge and install cell at another repository."""
+    from .colab import repository, set_repository
+    old = repository(_root())
+    changed = set_repository(_root(), args.repo)
+    print(f"{old} -> {args.repo}: {len(changed)} files rewritten" + "".join(f"\n  {p}" for p in changed))
+    return 0
+
+
+def _times(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print each notebook's cpu time from the stored spreads (and a smoke run now)."""
+    books = resolve_notebooks(["all"], _root() / "notebooks")
+    smoke = {}
+    if args.smoke:
+        for book in books:
+            ok, secs, _ = run_notebook(book, "smoke", results_dir() / "times")
+            smoke[book.stem] = f"{secs:.0f} s" if ok else "failed"
+    print(times_table(books, smoke))
+    return 0
+
+
+def _book(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Build the course's static website."""
+    from .book import build_book
+    t0 = time.perf_counter()
+    index = build_book(_root(), Path(args.out) if args.out else results_dir() / "book")
+    print(f"built {index} in {time.perf_counter() - t0:.0f} s; open it in a browser, or serve "
+          f"the folder: python -m http.server -d {index.parent}")
+    return 0
+
+
+def _grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Grade students' lab notebooks into a CSV file."""
+    from .grading import grade, summary, write_csv
+    lab = f"{int(args.lab):02d}" if args.lab is not None and args.lab.isdigit() else args.lab
+    graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit)
+    write_csv(graded, Path(args.out))
+    print(summary(graded))
+    print(f"\nwrote {args.out}: one row per student and check")
+    return 0
+
+
+def _music(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Rebuild the shipped music file."""
+    from .data import music
+    pieces = music.build_corpus(args.per_style or music.PER_STYLE)
+    digest = music.save_pieces(pieces, music.SHIPPED)
+    print(f"wrote {len(pieces)} pieces to {music.SHIPPED} "
+          f"({music.SHIPPED.stat().st_size / 1e3:.0f} kB); set SHIPPED_SHA256 = {digest!r}")
+    return 0
+
+
+def _results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print every recorded claim, or (--stale) the notebooks stored before a package change."""
+    if args.stale:
+        stale = stale_notebooks(_root() / "notebooks")
+        for book, what, changed in stale:
+            print(f"{book}: stored {what} predate changes to {', '.join(changed)}")
+        print("nothing stale" if not stale else
+              "re-store with `webmm-lab run NN --profile cpu --store` (outputs) and "
+              "`--seeds 0-4 --store` (spread)")
+        return 1 if stale else 0
+    print(format_table(load_results()))
+    return 0
+
+
+def _labs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Build the student labs from their solutions (or --check them)."""
+    from .labs import build
+    changed = build(_root() / "labs", check=args.check)
+    if args.check:
+        for p in changed:
+            print(f"out of date: {p} (run `webmm-lab labs build`)")
+        return 1 if changed else 0
+    print("\n".join(f"wrote {p}" for p in changed) or "labs are up to date")
+    return 0
+
+
+COMMANDS = {"run": _run, "train": _train, "colab": _colab, "times": _times, "book": _book,
+            "grade": _grade, "music": _music, "results": _results, "labs": _labs}   # cmd -> handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `webmm-lab` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return COMMANDS[args.cmd](args, parser)
 
 
 if __name__ == "__main__":
