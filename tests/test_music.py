@@ -8,9 +8,9 @@ import torch
 from webmm_lab.data import load
 from webmm_lab.data import music
 from webmm_lab.experiments.musenet import (MuseData, MuseSetup, MusicTokenizer, build_musenet,
-                                           compose, excerpts, grammar, musenet_form, style_features,
-                                           one_at_a_time,
-                                           train_style_judge, judge_styles)
+                                           compose, grammar, musenet_form)
+from webmm_lab.experiments.style import (excerpts, judge_styles, one_at_a_time, style_features,
+                                         train_style_judge)
 from webmm_lab.data.audio import TIMBRES, render, write_wav
 
 
