@@ -559,7 +559,8 @@ def test_lab08_grad_cache_check_accepts_gradcache_and_catches_accumulation():
 
 def test_lab08_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab08 import check_clip_score_filter, check_dedup, check_keyword_filter
-    from webmm_lab.experiments.web import choose_threshold, dedup_by_embedding, keyword_filter
+    from webmm_lab.experiments.dedup import dedup_by_embedding
+    from webmm_lab.experiments.web import choose_threshold, keyword_filter
 
     assert check_keyword_filter(lambda c, b: keyword_filter(c, b), verbose=False)
     squashed = lambda t: re.sub(r"[^a-z]", "", t.lower())                  # catches every form, and "gruel" too

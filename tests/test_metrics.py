@@ -182,7 +182,7 @@ def test_clip_scores_are_each_captions_dot_products_with_its_own_images():
 # ------------------------------------------------------------------ notebook 08
 
 def test_remove_later_removes_the_later_image_of_each_verified_pair():
-    from webmm_lab.experiments.web import remove_later
+    from webmm_lab.experiments.dedup import remove_later
     pairs = torch.tensor([[0, 3], [1, 2], [2, 5], [0, 4]])
     distances = torch.tensor([0.01, 0.2, 0.05, 0.08])
     assert remove_later(pairs, distances, 0.05, 6).tolist() == [False, False, False, True, False, True]

@@ -10,12 +10,13 @@ from webmm_lab.data.shards import ShardError, read_shards, write_shards
 from webmm_lab.data.web import (BLOCKED_FORMS, BLOCKLIST, KINDS, MIXTURE, NEAR_MISSES, blocked_form, build_web,
                                 clean_pairs, edit_duplicate)
 from webmm_lab.experiments.clip import ClipSetup, build_clip, held_out_pairs
-from webmm_lab.experiments.web import (PairWorld, accumulated_gradients, aligned_distance, candidate_pairs,
-                                       candidate_words, choose_threshold, colour_histograms, contrastive_loss,
-                                       dedup_by_embedding, dedup_by_hash, distillation_loss, full_batch_gradients,
-                                       grad_cache_gradients, keyword_filter, max_difference, near_duplicates,
-                                       pair_scores, phash, relative_difference, score_dedup, score_filter,
-                                       search_templates, training_flops)
+from webmm_lab.experiments.dedup import (aligned_distance, candidate_pairs, colour_histograms,
+                                         dedup_by_embedding, dedup_by_hash, near_duplicates, phash,
+                                         score_dedup)
+from webmm_lab.experiments.web import (PairWorld, accumulated_gradients, candidate_words, choose_threshold,
+                                       contrastive_loss, distillation_loss, full_batch_gradients,
+                                       grad_cache_gradients, keyword_filter, max_difference, pair_scores,
+                                       relative_difference, score_filter, search_templates, training_flops)
 from webmm_lab.models.contrastive import clip_loss
 
 

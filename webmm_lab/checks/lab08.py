@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..data.web import BLOCKLIST, build_web
-from ..experiments.web import (choose_threshold, colour_histograms, dedup_by_embedding,
-                               full_batch_gradients, max_difference, score_filter)
+from ..experiments.dedup import colour_histograms, dedup_by_embedding
+from ..experiments.web import choose_threshold, full_batch_gradients, max_difference, score_filter
 from ..models.contrastive import clip_loss
 from . import CheckResult, _report
 

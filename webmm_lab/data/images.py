@@ -31,6 +31,11 @@ class ImageSet:
         return len(self.images)
 
 
+def unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as float in [0, 1]: uint8 pixels (0..255) divided by 255, float images as they are."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
 def _split_indices(n: int, split: str, test_fraction: float, seed: int = 0) -> np.ndarray:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

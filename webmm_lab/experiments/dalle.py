@@ -26,6 +26,7 @@ import torch
 from ..data.world import (PANEL_TEMPLATES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene,
                           caption, render, sample_panels, sample_scenes, sample_signs)
 from ..data.augment import soften
+from ..data.images import unit_float
 from ..data.tokenizers import BPETokenizer
 from ..device import evaluating, seed_everything
 from ..models.dalle import DALLE
@@ -192,17 +193,13 @@ def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: Da
 def encode_images(tok: DiscreteVAE | VQTokenizer, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Codes (n, grid, grid) of images (n, 3, R, R), float in [0, 1] or uint8."""
     with evaluating(tok) as device:
-        return torch.cat([tok.encode(_float(x).to(device)).cpu() for x in images.split(batch)])
+        return torch.cat([tok.encode(unit_float(x).to(device)).cpu() for x in images.split(batch)])
 
 
 def decode_codes(tok: DiscreteVAE | VQTokenizer, codes: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Images (n, 3, R, R) in [0, 1] of codes (n, grid, grid)."""
     with evaluating(tok) as device:
         return torch.cat([tok.decode(c.to(device)).float().cpu() for c in codes.split(batch)])
-
-
-def _float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255 if x.dtype == torch.uint8 else x
 
 
 # ------------------------------------------------------------------ the transformer

@@ -3,17 +3,14 @@ gradient accumulation does to a contrastive loss, prompt search, distillation, c
 
     web = build_web(6000)                                   # data/web.py: pairs and their truth
     blocked = keyword_filter(web.captions)                  # (n,) bool: a BLOCKLIST word in any form
-    removed = near_duplicates(web.images)                   # (n,) bool: a near-copy of an earlier image
-    scores = score_dedup(removed, web); score_filter(blocked, web.mask("blocked"))
+    score_filter(blocked, web.mask("blocked"))             # precision, recall, false removals
     world = PairWorld.build(setup, web.images, web.captions)   # notebook 07's recipe on fixed captions
     clip = build_clip(setup, world); train_clip(clip, world, setup)
 
 The keyword filter normalises before it matches (Unicode forms, accents, look-alike letters,
 invisible characters, case, plurals, punctuation, letters spaced or split apart, Korean
 particles) and matches whole words, so "gruel" survives while "G R U E" does not.
-De-duplication: a perceptual hash (`phash`, pHash's DCT algorithm in torch) works on large
-photos but not on 32 x 32 images shifted by two pixels; `near_duplicates` retrieves candidates
-by colour histograms and verifies each by aligning the two images.
+De-duplication has its own module, `experiments/dedup.py`.
 """
 from __future__ import annotations
 
@@ -28,7 +25,8 @@ from torch import nn
 
 from ..data.tokenizers import BPETokenizer
 from ..data.filter_cases import BLOCKLIST_KO
-from ..data.web import BLOCKLIST, WebPairs
+from ..data.images import unit_float
+from ..data.web import BLOCKLIST
 from ..device import evaluating
 from ..models.clip import CLIP
 from ..models.contrastive import clip_loss
@@ -121,110 +119,6 @@ def score_keyword_cases(filter_fn=None, cases=None) -> dict:
             "failures": bad}
 
 
-# ------------------------------------------------------------------ de-duplication
-
-def _dct_matrix(n: int) -> torch.Tensor:
-    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine."""
-    k, i = torch.arange(n)[:, None].float(), torch.arange(n)[None].float()
-    m = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
-    m[0] /= 2 ** 0.5
-    return m
-
-
-def _float(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
-
-
-def phash(images: torch.Tensor, keep: int = 8) -> torch.Tensor:
-    """Perceptual hashes (n, keep * keep - 1) bool, as pHash computes them: the 2-D DCT of the
-    grey image, its lowest keep x keep frequencies but the constant one, each above or below
-    their median. Two near-copies of a large photo differ in a few bits."""
-    grey = _float(images).mean(1)                                                  # (n, R, R)
-    D = _dct_matrix(grey.shape[-1])
-    f = (D @ grey @ D.T)[:, :keep, :keep].flatten(1)[:, 1:]                        # (n, keep^2 - 1)
-    return f > f.median(1, keepdim=True).values
-
-
-def colour_histograms(images: torch.Tensor, bins: int = 8, blur: int = 4) -> torch.Tensor:
-    """(n, bins**3): the square root of each image's colour histogram (RGB cube cut into bins**3
-    cells), after a `blur` x `blur` box blur that averages the noise away. Where things are
-    does not enter it, so shifts and crops barely change it."""
-    x = F.avg_pool2d(_float(images), blur, stride=1)                               # (n, 3, R', R')
-    q = (x.clamp(0, 0.999) * bins).long()
-    cell = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)                # (n, R'^2)
-    return torch.zeros(len(x), bins ** 3).scatter_add_(1, cell, torch.ones(cell.shape)).sqrt()
-
-
-def _earlier_within(close_fn, n: int, chunk: int = 1024) -> torch.Tensor:
-    removed = torch.zeros(n, dtype=torch.bool)
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(n, start + chunk))
-        close = close_fn(rows) & (torch.arange(n)[None] < rows[:, None])           # (r, n): earlier ones
-        removed[rows] = close.any(1)
-    return removed
-
-
-def dedup_by_hash(bits: torch.Tensor, max_distance: int) -> torch.Tensor:
-    """(n,) bool, True = remove: an image whose hash is within `max_distance` bits (Hamming)
-    of an earlier image's. The first of every group of near-copies is kept."""
-    b = bits.float()
-    return _earlier_within(lambda r: (b[r] @ (1 - b).T + (1 - b[r]) @ b.T) <= max_distance, len(b))
-
-
-def dedup_by_embedding(embeddings: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(n,) bool, True = remove: an item whose cosine similarity with an earlier item is at
-    least `threshold`. The first of every group of near-copies is kept."""
-    e = F.normalize(embeddings.float(), dim=1)
-    return _earlier_within(lambda r: e[r] @ e.T >= threshold, len(e))
-
-
-def candidate_pairs(embeddings: torch.Tensor, threshold: float, chunk: int = 1024) -> torch.Tensor:
-    """(m, 2) long: every pair (i, j), i < j, whose embeddings' cosine similarity is at least
-    `threshold`."""
-    e = F.normalize(embeddings.float(), dim=1)
-    out = []
-    for start in range(0, len(e), chunk):
-        sim = e[start:start + chunk] @ e.T                                         # (r, n)
-        i, j = (sim >= threshold).nonzero().T
-        i = i + start
-        out.append(torch.stack([i[i < j], j[i < j]], 1))
-    return torch.cat(out)
-
-
-def aligned_distance(images: torch.Tensor, pairs: torch.Tensor, max_shift: int = 2,
-                     chunk: int = 4096) -> torch.Tensor:
-    """(m,): for each pair (i, j), the mean absolute difference of the two images (3x3 box-
-    blurred) over their centre, at the best relative shift of up to `max_shift` pixels either
-    way: about 0 for a shifted copy, small for a noised or cropped one."""
-    x = F.avg_pool2d(_float(images), 3, stride=1, padding=1)                       # (n, 3, R, R)
-    m, R = max_shift, x.shape[-1]
-    out = []
-    for p in pairs.split(chunk):
-        a = x[p[:, 0], :, 2 * m:R - 2 * m, 2 * m:R - 2 * m]                         # (c, 3, R-4m, R-4m)
-        b = x[p[:, 1]]                                                              # (c, 3, R, R)
-        d = torch.stack([(a - b[..., 2 * m + dy:R - 2 * m + dy, 2 * m + dx:R - 2 * m + dx]).abs().mean((1, 2, 3))
-                         for dy in range(-m, m + 1) for dx in range(-m, m + 1)])    # (shifts, c)
-        out.append(d.min(0).values)
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def remove_later(pairs: torch.Tensor, distances: torch.Tensor, verify: float, n: int) -> torch.Tensor:
-    """(n,) bool, True = remove: the later image of every pair whose distance is <= `verify`."""
-    removed = torch.zeros(n, dtype=torch.bool)
-    removed[pairs[distances <= verify, 1]] = True
-    return removed
-
-
-def near_duplicates(images: torch.Tensor, retrieve: float = 0.95, verify: float = 0.08) -> torch.Tensor:
-    """(n,) bool, True = remove, in two stages as large-scale de-duplicators work: candidate
-    pairs by `colour_histograms` (cosine >= `retrieve`: cheap, position-free, generous), then
-    each candidate verified by `aligned_distance` (<= `verify`, the threshold notebook 08
-    chooses on its validation web); the later image of every
-    verified pair is removed."""
-    pairs = candidate_pairs(colour_histograms(images), retrieve)
-    return remove_later(pairs, aligned_distance(images, pairs), verify, len(images))
-
-
 # ------------------------------------------------------------------ scoring the filters
 
 def score_filter(removed: torch.Tensor, bad: torch.Tensor) -> dict[str, float]:
@@ -234,19 +128,6 @@ def score_filter(removed: torch.Tensor, bad: torch.Tensor) -> dict[str, float]:
     tp = (removed & bad).sum().item()
     return {"precision": 100 * tp / max(1, removed.sum().item()), "recall": 100 * tp / max(1, bad.sum().item()),
             "false removals": 100 * (removed & ~bad).sum().item() / max(1, (~bad).sum().item()),
-            "removed": int(removed.sum())}
-
-
-def score_dedup(removed: torch.Tensor, web: WebPairs) -> dict[str, float]:
-    """A de-duplicator's recall: the share of planted (original, copy) pairs of which it removes
-    one (either copy will do: neither is the better on the web), and its false removals: the
-    share of images outside every planted pair that it removes."""
-    dup = (web.source >= 0).nonzero().flatten()
-    pair = torch.zeros(len(web), dtype=torch.bool)
-    pair[dup], pair[web.source[dup]] = True, True
-    caught = removed[dup] | removed[web.source[dup]]
-    return {"recall": 100 * caught.float().mean().item() if len(dup) else 100.0,
-            "false removals": 100 * (removed & ~pair).sum().item() / max(1, (~pair).sum().item()),
             "removed": int(removed.sum())}
 
 
@@ -287,7 +168,7 @@ def pair_scores(model: CLIP, world: ClipWorld, images: torch.Tensor, texts: list
         out = []
         for i in range(0, len(texts), batch):
             x = images[i:i + batch]
-            x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+            x = unit_float(x).to(device)
             out.append((model.encode_image(x) * world.encode_texts(model, texts[i:i + batch])).sum(1).cpu())
         return torch.cat(out)
 
@@ -308,7 +189,7 @@ def contrastive_loss(model: CLIP, world: ClipWorld, images: torch.Tensor, texts:
         losses = []
         for i in range(0, len(texts) - batch + 1, batch):
             x = images[i:i + batch]
-            x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device)
+            x = unit_float(x).to(device)
             img, txt = model.encode_image(x), world.encode_texts(model, texts[i:i + batch])
             losses.append(clip_loss(img, txt, model.logit_scale).item())
         if not losses:
@@ -389,7 +270,7 @@ def template_scorer(model: CLIP, world: ClipWorld, images: torch.Tensor, labels:
     from .clip import CLASS_NAMES
     from ..models.clip import zero_shot_weights
     with evaluating(model) as device:
-        x = _float(images)
+        x = unit_float(images)
         emb = torch.cat([model.encode_image(c.to(device)) for c in x.split(512)])        # (n, D)
 
         def score(templates) -> float:
@@ -486,10 +367,9 @@ def training_flops(model: nn.Module, loss_fn, batch) -> float:
     return float(counter.get_total_flops())
 
 
-__all__ = ["COMPUTE_BY_YEAR", "doubling_time_months", "NOT_PUBLISHED", "score_keyword_cases", "normalise",
-           "words_of", "candidate_words", "keyword_filter", "phash", "colour_histograms", "dedup_by_hash",
-           "dedup_by_embedding", "candidate_pairs", "aligned_distance", "remove_later", "near_duplicates",
-           "score_filter", "score_dedup", "PairWorld", "pair_scores", "choose_threshold", "contrastive_loss",
-           "gradients", "accumulated_gradients", "full_batch_gradients", "grad_cache_gradients",
-           "max_difference", "relative_difference", "template_scorer", "search_templates", "distillation_loss", "AT_SCALE",
-           "T4_TEN_MINUTES", "training_flops"]
+__all__ = ["COMPUTE_BY_YEAR", "doubling_time_months", "NOT_PUBLISHED", "score_keyword_cases",
+           "normalise", "words_of", "candidate_words", "keyword_filter", "score_filter",
+           "PairWorld", "pair_scores", "choose_threshold", "contrastive_loss", "gradients",
+           "accumulated_gradients", "full_batch_gradients", "grad_cache_gradients",
+           "max_difference", "relative_difference", "template_scorer", "search_templates",
+           "distillation_loss", "AT_SCALE", "T4_TEN_MINUTES", "training_flops"]
