@@ -9,7 +9,7 @@ from webmm_lab.experiments.jukebox import (CodeSet, JukeboxData, JukeboxSetup, b
                                            build_upsampler, prior_loss, prior_tokens, sample_top,
                                            tokens_per_minute)
 from webmm_lab.models.gpt import GPTConfig
-from webmm_lab.models.vq import VectorQuantizer, ema_update, restart_dead_codes, straight_through
+from webmm_lab.models.vq import VectorQuantizer, ema_update, restart_dead_codes, straight_through, tile
 from webmm_lab.models.vqvae import VQVAE, Upsampler, spectral_convergence, spectral_loss, strides_for
 
 
@@ -81,9 +81,23 @@ def test_quantizer_works_on_1d_and_2d_grids_and_passes_gradients_straight_throug
         vq.decode(torch.tensor([[40]]))
 
 
-def test_first_batch_needs_at_least_as_many_vectors_as_codes():
-    with pytest.raises(ValueError, match="at least 64 vectors"):
-        VectorQuantizer(64, 4)(torch.randn(1, 4, 10))
+def test_a_first_batch_with_fewer_vectors_than_codes_is_tiled_with_noise():
+    torch.manual_seed(0)
+    z = torch.randn(1, 4, 10)                                      # 10 vectors, 64 codes
+    vq = VectorQuantizer(64, 4)
+    vq.init_from(z[0].T)
+    assert len(torch.unique(vq.codebook, dim=0)) == 64             # 64 distinct codes
+    near = torch.cdist(vq.codebook, z[0].T).min(1).values          # each code near one of the vectors
+    assert near.max() < 0.05
+    vq = VectorQuantizer(64, 4)
+    out = vq(z)                                                    # the first training batch starts it
+    assert bool(vq.initialised) and torch.isfinite(vq.codebook).all()
+    assert (out.quantized - z).abs().max() < 0.05
+    flat = z[0].T
+    tiled = tile(flat, 64)
+    assert len(tiled) >= 64 and torch.equal(tiled[:10], flat)      # the originals first, as they are
+    with pytest.raises(ValueError, match="first batch is empty"):
+        tile(flat[:0], 64)
 
 
 @pytest.mark.parametrize("T", [128, 384, 4096])

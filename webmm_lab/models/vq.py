@@ -90,6 +90,18 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def tile(flat: torch.Tensor, n: int) -> torch.Tensor:
+    """At least n vectors (N', D) from `flat` (N, D): the vectors, then copies of them nudged by
+    noise of std 0.01 / sqrt(D), so that k-means can place n distinct centres. Jukebox's
+    bottleneck does this when the first batch has fewer vectors than codes."""
+    if len(flat) == 0:
+        raise ValueError("no vectors to start the codebook from: the first batch is empty")
+    copies = flat.repeat(-(-n // len(flat)), 1)                                 # (N * reps, D)
+    noise = torch.randn_like(copies) * 0.01 / flat.shape[1] ** 0.5
+    noise[:len(flat)] = 0                                                        # the originals as they are
+    return copies + noise
+
+
 def _gather(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) on each process -> (world * N, ...), the processes' rows in rank order."""
     parts = [torch.empty_like(x) for _ in range(_world())]
@@ -124,10 +136,10 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_from(self, flat: torch.Tensor) -> None:
-        """Start the codebook at k-means centres of `flat` (N >= K vectors)."""
+        """Start the codebook at k-means centres of `flat` (N, D); with fewer than K vectors,
+        of `tile(flat, K)`."""
         if len(flat) < self.codebook_size:
-            raise ValueError(f"k-means start needs at least {self.codebook_size} vectors, got "
-                             f"{len(flat)}: use a larger first batch or a smaller codebook")
+            flat = tile(flat, self.codebook_size)
         centres = kmeans(flat.float(), self.codebook_size, iters=self.init_kmeans_iters).centres
         self.codebook.copy_(centres)
         self.count.fill_(1.0)
