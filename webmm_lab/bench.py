@@ -157,7 +157,7 @@ def bench_vqvae(width: int, device: torch.device, batch: int = 16, crop: int = 4
 
 def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, float]:
     """Notebook 06's DALL·E at its cpu sizes: training step (ms) and sampling rate (images/s)."""
-    from .experiments.dalle import DalleSetup, weighted_loss
+    from .experiments.dalle import DalleSetup
     from .models.dalle import DALLE
     torch.manual_seed(0)
     s = DalleSetup()
@@ -168,7 +168,7 @@ def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, 
 
     def step():
         with autocast(device):
-            loss = weighted_loss(*model(text, codes))
+            loss = model.weighted_loss(*model(text, codes))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

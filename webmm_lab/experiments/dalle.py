@@ -216,11 +216,6 @@ def text_batch(model: DALLE, world: DalleWorld, captions: list[str]) -> torch.Te
     return model.pad_text(ids, lengths)
 
 
-def weighted_loss(text_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
-    """The paper's weighting: 1/8 caption, 7/8 image."""
-    return text_loss / 8 + 7 * image_loss / 8
-
-
 def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene],
                  batch: int = 256, shuffle: bool = False) -> tuple[float, float]:
     """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption
@@ -240,8 +235,9 @@ def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: l
 def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: DalleSetup, *,
                 val: tuple[torch.Tensor, list[Scene]] | None = None, run: str | None = None,
                 device=None, progress: bool = True) -> History:
-    """The course's loop: random scenes with a fresh random caption each, loss 1/8 caption +
-    7/8 image; with `val` = (codes, scenes), the validation losses every quarter."""
+    """The course's loop: random scenes with a fresh random caption each, the model's
+    `weighted_loss` (1/8 caption + 7/8 image); with `val` = (codes, scenes), the validation
+    losses every quarter."""
     def batch_fn(step: int):
         g = step_generator(setup.seed, step)
         idx = torch.randint(len(world.scenes), (setup.batch,), generator=g)
@@ -251,7 +247,7 @@ def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: Dal
     def eval_fn(m):
         text, image = dalle_losses(m, world, *val)
         return {"val caption": text, "val image": image}
-    return train(model, lambda m, b: weighted_loss(*m(*b)), batch_fn, steps=setup.steps, lr=setup.lr,
+    return train(model, lambda m, b: model.weighted_loss(*m(*b)), batch_fn, steps=setup.steps, lr=setup.lr,
                  seed=setup.seed, run=run, device=device, progress=progress, setup=setup,
                  eval_fn=eval_fn if val else None, eval_every=max(1, setup.steps // 4))
 
@@ -279,5 +275,5 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captio
 
 __all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
            "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
-           "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch", "weighted_loss",
+           "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch",
            "dalle_losses", "unigram_loss", "train_dalle", "draw"]

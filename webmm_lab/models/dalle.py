@@ -3,7 +3,7 @@
     model = DALLE(text_vocab=400, text_len=24, codebook_size=128, grid=8, n_layer=3, n_head=4, n_embd=128)
     text = model.pad_text(ids, lengths)            # (B, L): padding is a token per position
     text_loss, image_loss = model(text, codes)     # codes (B, 8, 8) from an image tokenizer
-    loss = text_loss / 8 + 7 * image_loss / 8      # the paper's weights
+    loss = model.weighted_loss(text_loss, image_loss)   # the paper's 1/8 caption + 7/8 image
     codes = model.generate(text, temperature=1.0)  # (B, 8, 8): one batched KV-cached call
 
 Vocabulary: [0, V) caption tokens (BPE), [V, V + L) one padding token per caption position,
@@ -54,8 +54,13 @@ class DALLE(nn.Module):
     """The course's GPT with DALL·E's vocabulary, positions and modality masking."""
 
     def __init__(self, text_vocab: int, text_len: int, codebook_size: int, grid: int,
-                 n_layer: int = 3, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0):
+                 n_layer: int = 3, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0,
+                 text_weight: float = 1 / 8):
         super().__init__()
+        if not 0 <= text_weight <= 1:
+            raise ValueError(f"text_weight is the caption loss's share of the training loss, in "
+                             f"[0, 1]; got {text_weight}")
+        self.text_weight = text_weight                                       # the paper's: 1/8
         self.text_vocab, self.text_len, self.codebook_size, self.grid = text_vocab, text_len, codebook_size, grid
         self.image_offset = text_vocab + text_len                           # first image code's id
         vocab = self.image_offset + codebook_size
@@ -100,13 +105,18 @@ class DALLE(nn.Module):
 
     def forward(self, text: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(caption loss, image loss): mean cross-entropies of the next caption tokens and of
-        the image codes. The paper weighs them 1/8 and 7/8."""
+        the image codes; `weighted_loss` makes them the training loss."""
         L = self.text_len
         logits = self.masked_logits(text, codes).float()                     # (B, T - 1, vocab)
         targets = self._sequence(text, codes)[:, 1:]                         # (B, T - 1)
         text_loss = F.cross_entropy(logits[:, :L - 1].flatten(0, 1), targets[:, :L - 1].flatten())
         image_loss = F.cross_entropy(logits[:, L - 1:].flatten(0, 1), targets[:, L - 1:].flatten())
         return text_loss, image_loss
+
+    def weighted_loss(self, text_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
+        """The training loss: text_weight * caption loss + (1 - text_weight) * image loss. The
+        paper weighs them 1/8 and 7/8: the caption is there to condition the image."""
+        return self.text_weight * text_loss + (1 - self.text_weight) * image_loss
 
     def _sequence(self, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         if text.dim() != 2 or text.shape[1] != self.text_len:
