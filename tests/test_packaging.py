@@ -1,4 +1,5 @@
 """The README's promises about installation: environment.yml and pyproject.toml agree."""
+import ast
 import re
 from importlib.metadata import requires
 from pathlib import Path
@@ -75,3 +76,18 @@ def test_dependencies_point_one_way():
                 continue
             assert imported.split(".")[1] != "cli", f"{module} imports the command line"
             assert layer(imported) in allowed[layer(module)], f"{module} ({layer(module)}) imports {imported}"
+
+
+def test_modules_and_functions_stay_short():
+    """Files that read like nanoGPT's: no module over 450 lines, no function over 80 (its
+    signature and docstring included)."""
+    long = []
+    for path in (ROOT / "webmm_lab").rglob("*.py"):
+        source = path.read_text()
+        name = path.relative_to(ROOT)
+        if source.count("\n") > 450:
+            long.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{name}: {node.name}() is {node.end_lineno - node.lineno + 1} lines")
+    assert not long, "split these: " + "; ".join(long)
