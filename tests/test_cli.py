@@ -10,8 +10,9 @@ def make_course(tmp_path: Path) -> Path:
     (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
     books = tmp_path / "notebooks"
     books.mkdir()
-    code = ("import os\nfrom webmm_lab import Claims\n"
-            "Claims('00_tiny').check('profile is smoke', os.environ['WEBMM_PROFILE'] == 'smoke', True, '==')")
+    code = ("import os\nfrom webmm_lab import Baseline, Claims\n"
+            "Claims('00_tiny').check('profile is smoke', os.environ['WEBMM_PROFILE'] == 'smoke', True, '==',\n"
+            "                        baseline=Baseline('a profile named at random', 0.0))")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), books / "00_tiny.ipynb")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0")]), books / "01_broken.ipynb")
     return tmp_path
@@ -60,8 +61,9 @@ def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monk
     (root / "pyproject.toml").write_text("[project]\nname='x'\n")
     (root / "notebooks").mkdir()
     code = ("import os\nfrom webmm_lab import Claims, notebook_seed\n"
+            "from webmm_lab.claims import Baseline\n"
             "c = Claims('00_seeded')\n"
-            "c.check('seed below 2', notebook_seed(), 2, '<')\n"
+            "c.check('seed below 2', notebook_seed(), 2, '<', baseline=Baseline('seed 2', 2))\n"
             "c.observe('threads', int(os.environ.get('OMP_NUM_THREADS', '0')))")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]),
                    root / "notebooks" / "00_seeded.ipynb")
@@ -71,6 +73,7 @@ def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monk
     assert main(["run", "00", "--profile", "cpu", "--seeds", "0-2"]) == 1   # seed 2 fails, and runs on
     out = capsys.readouterr().out
     assert "seed below 2" in out and "3/4" in out and "seed 0, 1 thread" in out
+    assert "00_seeded: seed below 2: passed 3/4 runs" in out
     data = __import__("json").loads((tmp_path / "results" / "00_seeded.spread.json").read_text())
     claim, threads = data["claims"]
     assert claim["values"] == {"seed 0": 0, "seed 1": 1, "seed 2": 2, "seed 0, 1 thread": 0}
@@ -127,7 +130,7 @@ def test_results_stale_lists_notebooks_stored_before_a_package_change(tmp_path, 
     from webmm_lab.provenance import file_digest, module_file
     root = make_course(tmp_path)
     monkeypatch.chdir(root)
-    monkeypatch.setattr("webmm_lab.cli.load_spread", lambda name: None)
+    monkeypatch.setattr("webmm_lab.cli.load_spread", lambda name, profile="cpu": None)
     books = root / "notebooks"
     now = {"webmm_lab.claims": file_digest(module_file("webmm_lab.claims"))}
     for name, code in [("00_tiny", now), ("01_broken", {"webmm_lab.claims": "0" * 16})]:
@@ -136,15 +139,16 @@ def test_results_stale_lists_notebooks_stored_before_a_package_change(tmp_path, 
         nbformat.write(nb, books / f"{name}.ipynb")
     assert main(["results", "--stale"]) == 1
     out = capsys.readouterr().out
-    assert "01_broken: stored outputs predate changes to webmm_lab.claims" in out
+    assert "01_broken: stored outputs stale: webmm_lab.claims" in out
     assert "00_tiny: stored outputs" not in out
-    assert "00_tiny: stored spread predate changes to no record" in out
+    assert "00_tiny: stored spread stale: no record" in out
 
 
 def test_store_records_the_code_a_notebook_ran(tmp_path, monkeypatch):
     root = make_course(tmp_path)
     monkeypatch.chdir(root)
-    code = "from webmm_lab import Claims\nClaims('00_tiny').check('one', 1.0, 0.5)"
+    code = ("from webmm_lab import Baseline, Claims\n"
+            "Claims('00_tiny').check('one', 1.0, 0.5, baseline=Baseline('zero', 0.0))")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]),
                    root / "notebooks" / "00_tiny.ipynb")
     assert main(["run", "00", "--profile", "cpu", "--store"]) == 0

@@ -3,14 +3,14 @@
 One home for every piece the notebooks build: device and profiles, the training loop,
 checkpoints, claims, data sets, lab checks and plots. Notebooks import from here.
 """
-from .claims import ClaimFailed, Claims, IdentityFailed, check_identity
+from .claims import Baseline, ClaimFailed, ClaimRefused, Claims, IdentityFailed, check_identity
 from .device import amp_dtype, autocast, describe, evaluating, grad_scaler, pick_device, seed_everything
 from .profiles import PROFILES, ProfileError, active_profile, notebook_seed, pick
 from .train import History, random_batches, train
 
 __version__ = "0.1.0"
 
-__all__ = ["Claims", "ClaimFailed", "IdentityFailed", "check_identity", "amp_dtype", "autocast", "describe",
+__all__ = ["Baseline", "Claims", "ClaimFailed", "ClaimRefused", "IdentityFailed", "check_identity", "amp_dtype", "autocast", "describe",
            "evaluating", "grad_scaler", "pick_device", "seed_everything", "PROFILES", "ProfileError", "active_profile",
            "notebook_seed", "pick",
            "History", "random_batches", "train", "__version__"]

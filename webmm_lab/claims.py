@@ -1,27 +1,43 @@
-"""Claims: each notebook's headline result, measured, compared with its target and recorded.
+"""Claims: each notebook's headline result, measured against its baseline and recorded.
 
     claims = Claims("00_setup_and_tour")
-    claims.check("digit MLP test accuracy", measured=acc, target=0.90, compare=">=")
-    claims.observe("gain from more data", measured=gain, note="within seed noise here")
+    claims.check("MLP minus logistic regression, test accuracy (points)", 100 * (mlp - linear), 1.0,
+                 baseline=Baseline.difference("logistic regression, same digits (%)", 100 * linear))
+    claims.observe("training wall time (s)", seconds)
     claims.show()
 
-Records go to results/<notebook>.json. In the cpu and gpu profiles a failed claim raises
-ClaimFailed with what was expected and measured; in smoke, and in a dry run
-(`webmm-lab run --dry-run`), it is recorded and not enforced; so it is with WEBMM_CLAIMS=record
-(set by `webmm-lab run --seeds`, which must measure every claim on every seed).
+The rule, said here once (COURSE.md, Claims, says the same for the course):
 
-A claim must hold on every machine, and another machine is in effect another seed: the spread
-of each claim over seeds and a one-thread run (`spread`) is stored in the package
-(webmm_lab/spreads/<notebook>.json) and shown under the notebook's claims (`show_spread`).
-A claim that honest work cannot reproduce at this scale is checked with
-`reproducible=False, reason=...`: it is shown as "not reproduced" instead of stopping the run.
+- A claim is the paper's headline result reproduced in miniature, and it discriminates: it
+  names its **baseline**, the cheapest thing that could produce its number without the idea
+  being taught (a counting or n-gram model, hand-made features, a model that reads only the
+  easiest part of the label, an untrained network, the prompt alone, a filter that does
+  nothing), the strongest such one, measured in the same run on the same data and compared
+  with the same target. A baseline that also meets the target means the claim does not
+  discriminate: it is refused. A difference claim ("model minus raw pixels") names the
+  subtracted quantity as its baseline (`Baseline.difference`, which scores 0 on the claim's
+  scale), a ratio claim the quantity it divides by (`Baseline.ratio`, scoring 1).
+- A claim holds on every machine: another machine is in effect another seed, so each claim is
+  measured on 5 seeds and once on one thread (`spread`), and passes on all of them; the notebook
+  shows that spread under its claims (`show_spread`). Where it does not hold, the method gets
+  stronger, never the target weaker; a claim that honest work cannot reproduce at this scale
+  is checked with `reproducible=False, reason=...` and shown as "not reproduced".
+- What cannot come out otherwise (a loss at initialisation, code lengths, a KV cache's output,
+  gathered gradients) is an identity, not a claim: a test in tests/, shown with
+  `check_identity`, which stops the notebook in every profile if it fails. A timing is an
+  observation. An observation (`observe`) is recorded and never enforced.
 
-What cannot come out otherwise (a loss at initialisation, code lengths, a KV cache's output,
-gathered gradients) is not a claim but an identity: a test in tests/, shown in the notebook
-with `check_identity`, which stops the notebook in every profile if it ever fails.
+Where claims are enforced (the mode, decided once per notebook): in the cpu profile, and in the
+gpu profile once a spread measured on a GPU is stored (before that, gpu claims are recorded and
+shown as "not yet measured on a GPU"). A failed claim raises ClaimFailed, a refused one
+ClaimRefused, each with what was expected and measured. In smoke, in a dry run
+(`webmm-lab run --dry-run`) and with WEBMM_CLAIMS=record (`webmm-lab run --seeds`, which must
+measure every claim on every seed) claims are recorded, never enforced. Every profile refuses a
+value that is NaN or infinite, and in smoke `show()` refuses a notebook that recorded fewer
+claims than its stored spread or a claim that names no baseline: code that would stop the
+notebook in the cpu profile.
 
-Every profile refuses a claim or observation that is NaN or infinite, and in smoke `show()`
-refuses a notebook that recorded fewer claims than its stored cpu spread (a claim skipped).
+Records go to results/<notebook>.json; spreads over seeds are webmm_lab.spread's.
 """
 from __future__ import annotations
 
@@ -29,25 +45,67 @@ import json
 import math
 import operator
 import os
-import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .paths import results_dir
 from .profiles import active_profile, dry_run_steps
 from .provenance import package_digests
+from .spread import fmt, format_spread, load_spread, text_table
 
 COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
            "==": operator.eq}
+RELATIONS = {"": None, "difference": 0.0, "ratio": 1.0}     # relation -> the baseline's score
 
 
 class ClaimFailed(AssertionError):
     """A claim that did not hold in an enforcing profile (or a value that is not a number)."""
 
 
+class ClaimRefused(ClaimFailed):
+    """A claim that names no baseline, or whose baseline also meets its target: it does not
+    discriminate, so it is no claim (see the module docstring)."""
+
+
 class IdentityFailed(AssertionError):
     """An identity that did not hold: a bug, whatever the profile."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a claim is compared with, measured in the same run on the same data.
+
+    `Baseline(name, value)`: the baseline's value is on the claim's scale (accuracy against
+    accuracy) and is compared with the claim's target. `Baseline.difference(name, value)`: the
+    claim is the model's value minus this one, so the baseline scores 0 on it;
+    `Baseline.ratio(name, value)`: the claim divides by (or into) this value, so it scores 1.
+    Either way `value` is the baseline's own measurement, shown beside the claim."""
+    name: str
+    value: float
+    relation: str = ""
+
+    def __post_init__(self):
+        if self.relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {list(RELATIONS)}, got {self.relation!r}")
+        if not self.name.strip():
+            raise ValueError("a baseline needs a name that says what it is")
+        object.__setattr__(self, "value", float(self.value))
+
+    @classmethod
+    def difference(cls, name: str, value: float) -> "Baseline":
+        """The quantity a difference claim subtracts ("model minus raw pixels")."""
+        return cls(name, value, "difference")
+
+    @classmethod
+    def ratio(cls, name: str, value: float) -> "Baseline":
+        """The quantity a ratio claim compares the model with ("model loss / bigram loss")."""
+        return cls(name, value, "ratio")
+
+    @property
+    def score(self) -> float:
+        """The baseline's value on the claim's scale: what is compared with the target."""
+        return self.value if RELATIONS[self.relation] is None else RELATIONS[self.relation]
 
 
 def check_identity(name: str, measured: float, target: float, compare: str = "<=") -> bool:
@@ -60,14 +118,14 @@ def check_identity(name: str, measured: float, target: float, compare: str = "<=
     measured = float(measured)
     ok = math.isfinite(measured) and COMPARE[compare](measured, target)
     if not ok and dry_run_steps() is not None:       # a dry run cuts training short: not enforced
-        print(f"[CHECK, dry run] {name}: {_fmt(measured)} (expected {compare} {_fmt(target)}; "
+        print(f"[CHECK, dry run] {name}: {fmt(measured)} (expected {compare} {fmt(target)}; "
               "a dry run's truncated training is not checked)")
         return False
     if not ok:
-        raise IdentityFailed(f"identity failed: {name}: expected {compare} {_fmt(target)}, measured "
-                             f"{_fmt(measured)}. This holds by construction: the code is wrong "
+        raise IdentityFailed(f"identity failed: {name}: expected {compare} {fmt(target)}, measured "
+                             f"{fmt(measured)}. This holds by construction: the code is wrong "
                              "(the tests in tests/ check the same identity)")
-    print(f"[CHECK] {name}: {_fmt(measured)} ({compare} {_fmt(target)} by construction: ok)")
+    print(f"[CHECK] {name}: {fmt(measured)} ({compare} {fmt(target)} by construction: ok)")
     return True
 
 
@@ -79,19 +137,50 @@ class Claim:
     target: float | None
     compare: str
     kind: str      # "claim" or "observation"
-    status: str    # "pass", "FAIL", "not reproduced", "observed"
-    profile: str
+    status: str    # "pass", "FAIL", "refused", "not reproduced", "observed"
+    profile: str   # smoke, cpu or gpu
     note: str = ""
+    mode: str = "enforce"     # see MODES
+    baseline: str = ""        # the baseline's name ("" for none)
+    baseline_value: float | None = None
+    baseline_relation: str = ""
+    baseline_met: bool | None = None     # did the baseline also meet the target?
+    reproducible: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Claim":
+        """A Claim from its JSON record (older records lack the later fields)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def where(self) -> str:
+        """The profile, with the mode where claims were not enforced."""
+        return self.profile + (f" ({MODES[self.mode]})" if MODES.get(self.mode) else "")
+
+    def baseline_text(self) -> str:
+        """'name: value' (with '(subtracted)' or '(divided by)' for difference and ratio claims)."""
+        if not self.baseline:
+            return "-"
+        tag = {"difference": " (subtracted)", "ratio": " (ratio)"}.get(self.baseline_relation, "")
+        return f"{self.baseline}: {fmt(self.baseline_value)}{tag}"
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+MODES = {"enforce": "", "smoke": "", "record": "record", "dry run": "dry run",
+         "unmeasured": "not yet measured on a GPU"}     # mode -> how the table says it
+
+
+def claims_mode(profile: str, notebook: str) -> str:
+    """Whether a notebook's claims are enforced here (decided once, from the profile, a dry
+    run, WEBMM_CLAIMS and whether a gpu spread is stored): one of MODES."""
+    if dry_run_steps() is not None:
+        return "dry run"
+    if os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
+        return "record"
+    if profile == "smoke":
+        return "smoke"
+    if profile == "gpu" and load_spread(notebook, "gpu") is None:
+        return "unmeasured"
+    return "enforce"
 
 
 class Claims:
@@ -100,51 +189,55 @@ class Claims:
     def __init__(self, notebook: str, profile: str | None = None):
         self.notebook = notebook
         self.profile = profile or active_profile()
-        record = os.environ.get("WEBMM_CLAIMS", "enforce") == "record"
-        self.enforce = self.profile != "smoke" and dry_run_steps() is None and not record
-        if dry_run_steps() is not None:
-            self.profile += " (dry run)"      # recorded as such, never enforced
-        elif record:
-            self.profile += " (record)"       # measured for a spread: recorded, never enforced
+        self.mode = claims_mode(self.profile, notebook)
+        self.enforce = self.mode == "enforce"
         self.entries: dict[str, Claim] = {}
         self.path = results_dir() / f"{notebook}.json"
 
     def check(self, name: str, measured: float, target: float, compare: str = ">=", *,
-              reproducible: bool = True, reason: str = "", note: str = "") -> Claim:
-        """Record a claim `measured <compare> target`; raise ClaimFailed if it fails (not smoke).
-
-        A claim compares the model with the strongest honest baseline a sceptic would name
-        first (raw pixels for learned features, the unconditioned or wrong-label model for
-        conditioning, a random sample for reranking, the one-stage method for a two-stage one),
-        and that baseline must fail it: a claim is a result that could have come out otherwise.
-        What holds by construction is an identity (`check_identity`, and a test); a timing is
-        an observation. The target is set from a prototype's spread over seeds and never
-        loosened to pass; `reproducible=False, reason=...` marks a claim that honest work
-        cannot reproduce at this scale (shown as "not reproduced").
-        """
+              baseline: Baseline | None = None, reproducible: bool = True, reason: str = "",
+              note: str = "") -> Claim:
+        """Record a claim `measured <compare> target` against its `baseline` (the rule: this
+        module's docstring). Where claims are enforced, a claim that fails raises ClaimFailed,
+        and one with no baseline, or whose baseline's score also meets the target, raises
+        ClaimRefused; elsewhere both are recorded as such. `reproducible=False, reason=...`
+        marks a claim that honest work cannot reproduce at this scale ("not reproduced")."""
         if compare not in COMPARE:
             raise ValueError(f"compare must be one of {list(COMPARE)}, got {compare!r}")
+        if baseline is not None and not isinstance(baseline, Baseline):
+            raise TypeError(f"baseline must be a Baseline(name, value), got {type(baseline).__name__}")
         measured = float(measured) if not isinstance(measured, bool) else measured
+        met = None if baseline is None else bool(COMPARE[compare](baseline.score, target))
         ok = bool(COMPARE[compare](measured, target))
-        status = "pass" if ok else ("not reproduced" if not reproducible else "FAIL")
-        claim = self._record(Claim(self.notebook, name, measured, target, compare, "claim",
-                                   status, self.profile, reason or note))
-        if status == "FAIL" and self.enforce:
+        status = ("refused" if baseline is None or met else "pass" if ok
+                  else "FAIL" if reproducible else "not reproduced")
+        claim = self._record(Claim(
+            self.notebook, name, measured, target, compare, "claim", status, self.profile,
+            reason or note, self.mode, baseline.name if baseline else "",
+            baseline.value if baseline else None, baseline.relation if baseline else "", met,
+            reproducible))
+        if self.enforce and status == "refused":
+            raise ClaimRefused(refusal(claim))
+        if self.enforce and status == "FAIL":
             raise ClaimFailed(
                 f"claim failed in {self.notebook} ({self.profile} profile): {name}: expected "
-                f"measured {compare} {_fmt(target)}, measured {_fmt(measured)}")
+                f"measured {compare} {fmt(target)}, measured {fmt(measured)} (its baseline, "
+                f"{claim.baseline_text()})")
         return claim
 
     def observe(self, name: str, measured: float, target: float | None = None,
-                compare: str = ">=", note: str = "") -> Claim:
-        """Record an observation: shown beside the paper's figure, never enforced."""
+                compare: str = ">=", note: str = "", baseline: Baseline | None = None) -> Claim:
+        """Record an observation: shown beside the paper's figure (and, if given, a baseline
+        measured beside it), never enforced."""
         measured = float(measured)
-        return self._record(Claim(self.notebook, name, measured, target, compare, "observation",
-                                  "observed", self.profile, note))
+        return self._record(Claim(
+            self.notebook, name, measured, target, compare, "observation", "observed",
+            self.profile, note, self.mode, baseline.name if baseline else "",
+            baseline.value if baseline else None, baseline.relation if baseline else ""))
 
     def _record(self, claim: Claim) -> Claim:
         self.entries[claim.name] = claim
-        data = {"notebook": self.notebook, "profile": self.profile,
+        data = {"notebook": self.notebook, "profile": self.profile, "mode": self.mode,
                 "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "claims": [asdict(c) for c in self.entries.values()],
                 "code": package_digests()}
@@ -152,14 +245,16 @@ class Claims:
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.path)
-        mark = {"pass": "PASS", "FAIL": "FAIL", "not reproduced": "NOT REPRODUCED",
-                "observed": "OBSERVED"}[claim.status]
-        target = f" (target {claim.compare} {_fmt(claim.target)})" if claim.target is not None else ""
-        print(f"[{mark}] {claim.name}: {_fmt(claim.measured)}{target}")
-        if isinstance(claim.measured, float) and not math.isfinite(claim.measured):
-            raise ClaimFailed(f"{claim.kind} {claim.name!r} in {self.notebook} measured "
-                              f"{claim.measured}: a value that is not a finite number is a bug "
-                              "(a diverged run or an empty set), in every profile")
+        mark = {"pass": "PASS", "FAIL": "FAIL", "refused": "REFUSED",
+                "not reproduced": "NOT REPRODUCED", "observed": "OBSERVED"}[claim.status]
+        target = f" (target {claim.compare} {fmt(claim.target)})" if claim.target is not None else ""
+        against = f"; baseline {claim.baseline_text()}" if claim.baseline else ""
+        print(f"[{mark}] {claim.name}: {fmt(claim.measured)}{target}{against}")
+        for value in (claim.measured, claim.baseline_value):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ClaimFailed(f"{claim.kind} {claim.name!r} in {self.notebook} measured "
+                                  f"{value}: a value that is not a finite number is a bug "
+                                  "(a diverged run or an empty set), in every profile")
         return claim
 
     def table(self) -> str:
@@ -167,102 +262,68 @@ class Claims:
         return format_table(list(self.entries.values()))
 
     def show(self) -> None:
-        """Print this notebook's claims table. In smoke, first make sure no claim was skipped:
-        as many claims and observations as the stored cpu spread has (ClaimFailed otherwise)."""
-        if self.profile == "smoke":
+        """Print this notebook's claims table. In smoke, first make sure no claim was skipped
+        and every claim names a baseline (ClaimFailed otherwise): what would stop the cpu run."""
+        if self.mode == "smoke":
             self.check_complete()
         print(self.table())
 
     def check_complete(self) -> None:
-        """Raise ClaimFailed if fewer claims or observations were recorded than the stored
-        spread (measured in the cpu profile) holds: a claim silently skipped in this profile."""
+        """Raise ClaimRefused for a claim that names no baseline, and ClaimFailed if fewer
+        claims and observations were recorded than the stored cpu spread holds (one silently
+        skipped in this profile; a claim that became an observation still counts)."""
+        bare = [c.name for c in self.entries.values() if c.kind == "claim" and not c.baseline]
+        if bare:
+            raise ClaimRefused(refusal(self.entries[bare[0]]))
         stored = load_spread(self.notebook)
-        if stored is None:
-            return
-        for kind in ("claim", "observation"):
-            want = sum(c["kind"] == kind for c in stored["claims"])
-            got = sum(c.kind == kind for c in self.entries.values())
-            if got < want:
-                raise ClaimFailed(
-                    f"{self.notebook} recorded {got} {kind}s in the {self.profile} profile, but its "
-                    f"stored spread ({stored['profile']} profile) has {want}: a {kind} was skipped "
-                    f"here, or the spread is stale (re-measure it with `webmm-lab run "
-                    f"{self.notebook[:2]} --profile cpu --seeds 0-4 --store`)")
+        if stored is not None and len(self.entries) < len(stored["claims"]):
+            raise ClaimFailed(
+                f"{self.notebook} recorded {len(self.entries)} claims and observations in the "
+                f"{self.profile} profile, but its stored spread ({stored['profile']} profile) has "
+                f"{len(stored['claims'])}: one was skipped here, or the spread is stale (re-measure "
+                f"it with `webmm-lab run {self.notebook[:2]} --profile cpu --seeds 0-4 --store`)")
 
     def show_spread(self) -> dict | None:
-        """Print the stored spread of this notebook's claims over seeds and a one-thread run
-        (measured by `webmm-lab run NN --profile cpu --seeds 0-4 --store`); returns it."""
-        data = load_spread(self.notebook)
+        """Print the stored spread of this notebook's claims over seeds and a one-thread run,
+        the active profile's (the cpu one where the gpu profile has none yet); returns it."""
+        profile = "gpu" if self.profile == "gpu" and load_spread(self.notebook, "gpu") else "cpu"
+        data = load_spread(self.notebook, profile)
         if data is None:
             print(f"no spread stored for {self.notebook} yet: measure it with "
                   f"`webmm-lab run {self.notebook[:2]} --profile cpu --seeds 0-4 --store`")
             return None
+        if profile != self.profile and self.profile == "gpu":
+            print("no spread measured on a GPU yet (gpu claims are recorded, not enforced); "
+                  "the cpu profile's spread:")
         print(format_spread(data))
         return data
 
 
+def refusal(claim: Claim) -> str:
+    """Why a claim is refused: no baseline, or a baseline that meets the target too."""
+    head = f"claim refused in {claim.notebook} ({claim.profile} profile): {claim.name}: "
+    if not claim.baseline:
+        return head + ("it names no baseline. Pass baseline=Baseline(name, value), the cheapest "
+                       "thing that could produce this number without the idea being taught, "
+                       "measured in the same run (see webmm_lab.claims)")
+    return head + (f"its baseline, {claim.baseline_text()}, also meets the target "
+                   f"({claim.compare} {fmt(claim.target)}), so it does not discriminate: make "
+                   "the method stronger or record it as an observation with the reason")
+
+
 def format_table(claims: list[Claim]) -> str:
-    """Claims as an aligned text table."""
-    head = ["notebook", "kind", "name", "measured", "target", "status", "profile"]
-    rows = [[c.notebook, c.kind, c.name, _fmt(c.measured),
-             f"{c.compare} {_fmt(c.target)}" if c.target is not None else "-", c.status, c.profile]
-            for c in claims]
-    if not rows:
+    """Claims as an aligned text table: measured, the baseline (its name and value), target,
+    status. The notebook column appears when the claims come from several notebooks."""
+    if not claims:
         return "(no claims recorded)"
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-SPREADS = Path(__file__).parent / "spreads"     # stored spreads, shipped with the package
-
-
-def spread(notebook: str, profile: str, runs: dict[str, list[Claim]], seconds: dict[str, float],
-           code: dict[str, str] | None = None, machine: dict | None = None,
-           threads: dict[str, str] | None = None) -> dict:
-    """Each claim's values over several runs (label -> that run's claims): min / median / max
-    and how many runs it passed. A claim missing from a run (the run stopped early) counts as
-    not passed there. Also kept: each run's seconds and threads, the package modules the
-    notebook ran ({module: digest}, see `provenance`) and the machine."""
-    names = list(dict.fromkeys(c.name for claims in runs.values() for c in claims))
-    rows = []
-    for name in names:
-        found = {label: next((c for c in claims if c.name == name), None) for label, claims in runs.items()}
-        first = next(c for c in found.values() if c is not None)
-        values = {label: c.measured for label, c in found.items() if c is not None}
-        numbers = [float(v) for v in values.values() if v is not None]
-        rows.append({"name": name, "kind": first.kind, "compare": first.compare, "target": first.target,
-                     "values": values,
-                     "passed": sum(c is not None and c.status == "pass" for c in found.values()),
-                     "min": min(numbers) if numbers else None, "max": max(numbers) if numbers else None,
-                     "median": statistics.median(numbers) if numbers else None})
-    return {"notebook": notebook, "profile": profile, "runs": list(runs), "seconds": seconds,
-            "threads": threads or {}, "measured": time.strftime("%Y-%m-%d"),
-            "machine": machine or {}, "code": code or {}, "claims": rows}
-
-
-def load_spread(notebook: str) -> dict | None:
-    """The stored spread of a notebook's claims (see `spread`), or None if none is stored."""
-    path = SPREADS / f"{notebook}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def format_spread(data: dict) -> str:
-    """A spread (see `spread`) as an aligned text table."""
-    n = len(data["runs"])
-    head = ["kind", "name", "min", "median", "max", "target", "passed"]
-    rows = [[c["kind"], c["name"], _fmt(c["min"]), _fmt(c["median"]), _fmt(c["max"]),
-             f"{c['compare']} {_fmt(c['target'])}" if c["target"] is not None else "-",
-             f"{c['passed']}/{n}" if c["kind"] == "claim" else "-"] for c in data["claims"]]
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    runs = ", ".join(data["runs"])
-    where = data.get("machine") or {}
-    where = (f"; {where['cpu']}, {where['cores']} cores, torch {where['torch']}"
-             if where.get("cpu") else "")
-    return "\n".join([f"spread of {data['notebook']} ({data['profile']} profile, measured "
-                      f"{data['measured']}{where}) over {n} runs: {runs}",
-                      line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    several = len({c.notebook for c in claims}) > 1
+    head = ["notebook"] * several + ["kind", "name", "measured", "baseline", "target", "status",
+                                     "profile"]
+    rows = [[c.notebook] * several + [
+        c.kind, c.name, fmt(c.measured), c.baseline_text(),
+        f"{c.compare} {fmt(c.target)}" if c.target is not None else "-", c.status, c.where()]
+        for c in claims]
+    return "\n".join(text_table(head, rows))
 
 
 def load_code(folder: Path, notebook: str) -> dict[str, str]:
@@ -283,7 +344,7 @@ def load_results(folder: Path | None = None, notebooks: list[str] | None = None)
             continue
         try:
             data = json.loads(path.read_text())
-            claims += [Claim(**c) for c in data["claims"]]
+            claims += [Claim.from_dict(c) for c in data["claims"]]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{path} is not a claims file ({e}); delete it") from None
     return claims

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from .grading import need_jupyter
-from .claims import SPREADS, format_spread, format_table, load_code, load_results, load_spread, spread
+from .claims import format_table, load_code, load_results
+from .spread import format_spread, load_spread, spread, spread_path, spread_problems
 from .paths import course_root, results_dir
 from .profiles import PROFILES
 
@@ -105,19 +106,23 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
 
 def stale_notebooks(folder: Path) -> list[tuple[str, str, list[str]]]:
     """Notebooks in `folder` whose stored outputs or stored spread predate a change to the
-    package code they ran: (notebook, 'outputs' | 'spread', changed modules). A notebook stored
-    without that record counts as stale, with 'no record' as its reason."""
+    package code they ran: (notebook, 'outputs' | 'spread' | 'gpu spread', reasons). A notebook
+    stored without that record counts as stale, with 'no record' as its reason; so does a
+    spread whose claims name no baseline ('no baselines')."""
     from .provenance import stale_modules
     import nbformat
     out = []
     for book in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         meta = nbformat.read(book, as_version=4).metadata.get("webmm_lab", {})
-        sp = load_spread(book.stem) or {}
-        for what, code in (("outputs", meta.get("code")), ("spread", sp.get("code"))):
-            if not code:
-                out.append((book.stem, what, ["no record"]))
-            elif changed := stale_modules(code):
-                out.append((book.stem, what, changed))
+        cpu, gpu = load_spread(book.stem) or {}, load_spread(book.stem, "gpu")
+        stored = [("outputs", meta.get("code"), None), ("spread", cpu.get("code"), cpu)]
+        stored += [("gpu spread", gpu.get("code"), gpu)] if gpu else []
+        for what, code, data in stored:
+            reasons = ["no record"] if not code else stale_modules(code)
+            if data and any(c["kind"] == "claim" and not c.get("baseline") for c in data["claims"]):
+                reasons.append("no baselines")
+            if reasons:
+                out.append((book.stem, what, reasons))
     return out
 
 
@@ -181,9 +186,10 @@ def run_seeds(book: Path, profile: str, out: Path, seeds: list[int], one_thread:
     text = json.dumps(data, indent=1)
     (out / f"{book.stem}.spread.json").write_text(text)
     if store:
-        SPREADS.mkdir(exist_ok=True)
-        (SPREADS / f"{book.stem}.json").write_text(text + "\n")
-        print(f"stored {SPREADS / (book.stem + '.json')}")
+        path = spread_path(book.stem, profile)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text + "\n")
+        print(f"stored {path}")
     print(format_spread(data) + "\n")
     return data
 
@@ -277,11 +283,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for book in books:
             data = run_seeds(book, profile, out, seeds, not args.no_one_thread, args.cell_timeout,
                              env, args.store)
-            n = len(data["runs"])
-            failing += [f"{book.stem}: {c['name']} ({c['passed']}/{n})" for c in data["claims"]
-                        if c["kind"] == "claim" and c["passed"] < n]
+            failing += [f"{book.stem}: {problem}" for problem in spread_problems(data)]
         if failing:
-            print("claims that did not pass on every run:\n  " + "\n  ".join(failing))
+            print("claims that are not claims on every run (failed, refused, or with no "
+                  "baseline):\n  " + "\n  ".join(failing))
             return 1
         return 0
     failed = []
@@ -364,7 +369,7 @@ def _results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.stale:
         stale = stale_notebooks(_root() / "notebooks")
         for book, what, changed in stale:
-            print(f"{book}: stored {what} predate changes to {', '.join(changed)}")
+            print(f"{book}: stored {what} stale: {', '.join(changed)}")
         print("nothing stale" if not stale else
               "re-store with `webmm-lab run NN --profile cpu --store` (outputs) and "
               "`--seeds 0-4 --store` (spread)")

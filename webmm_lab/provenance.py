@@ -74,8 +74,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
+                "neon", "asimd", "sve")      # the extensions that decide which kernels run
+
+
+def vector_extensions() -> str:
+    """The CPU's vector extensions that matter to torch's kernels ('avx avx2 fma avx512f ...'),
+    from /proc/cpuinfo, and the level torch's own kernels dispatch to ('torch: AVX512')."""
+    import torch
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    found = " ".join(f for f in VECTOR_FLAGS if f in flags)
+    level = torch.backends.cpu.get_cpu_capability()
+    return f"{found}; torch: {level}" if found else f"torch: {level}"
+
+
 def machine() -> dict:
-    """Where a measurement runs: package commit, Python, torch, CPU model and cores."""
+    """Where a measurement runs: package commit, Python, torch, CPU model, its vector
+    extensions (two CPUs that differ there run different kernels: in effect another seed) and
+    cores."""
     import torch
     return {"commit": git_commit(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": cpu_model(), "cores": os.cpu_count()}
+            "torch": torch.__version__, "cpu": cpu_model(), "vector": vector_extensions(),
+            "cores": os.cpu_count()}
