@@ -103,3 +103,23 @@ def test_encoder_and_probe():
     assert probe_accuracy(probe, f, y) == 1.0
     with pytest.raises(ValueError, match="labels"):
         fit_linear_probe(f, y[:5])
+
+
+def test_the_cross_validated_probe_chooses_its_weight_decay_on_held_out_folds(monkeypatch):
+    import webmm_lab.probe as probe_module
+    calls = []
+
+    def fake_fit(features, labels, n_classes=None, weight_decay=1e-2, steps=200):
+        calls.append((len(features), weight_decay))
+        return weight_decay                     # the "probe" remembers its weight decay
+
+    # held-out accuracy peaks at weight decay 1e-2; the rows scored are never the rows fitted
+    monkeypatch.setattr(probe_module, "fit_linear_probe", fake_fit)
+    monkeypatch.setattr(probe_module, "probe_accuracy", lambda wd, f, y: 1 - abs(math.log10(wd) + 2))
+    f, y = torch.randn(50, 3), torch.arange(50) % 2
+    probe, wd = probe_module.fit_linear_probe_cv(f, y, weight_decays=(1e-4, 1e-2, 1.0), folds=5)
+    assert wd == 1e-2 and probe == 1e-2
+    assert calls[:15] == [(40, w) for w in (1e-4, 1e-2, 1.0) for _ in range(5)]   # 4/5 of the rows
+    assert calls[-1] == (50, 1e-2)                                                  # then all of them
+    with pytest.raises(ValueError, match="folds >= 2"):
+        probe_module.fit_linear_probe_cv(f[:3], y[:3])
