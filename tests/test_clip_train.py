@@ -160,3 +160,16 @@ def test_logit_scale_and_norms_get_no_weight_decay(world):
     assert any(p is model.logit_scale for p in no_decay["params"])
     assert not any(p is model.logit_scale for p in decay["params"])
     assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0
+
+
+def test_the_one_attribute_reader_guesses_among_the_candidates_sharing_it():
+    from webmm_lab.experiments.clip import PAIRS, one_attribute_reader
+    cands = {("circle", "red"), ("square", "red"), ("square", "blue")}
+    label = lambda pair: PAIRS.index(pair)
+    labels = torch.tensor([label(("circle", "red")), label(("square", "blue"))])
+    assert one_attribute_reader(labels, cands, "colour") == pytest.approx(100 * (1 / 2 + 1) / 2)
+    assert one_attribute_reader(labels, cands, "shape") == pytest.approx(100 * (1 + 1 / 2) / 2)
+    with pytest.raises(ValueError, match="candidate pairs"):
+        one_attribute_reader(torch.tensor([label(("cross", "green"))]), cands, "colour")
+    with pytest.raises(ValueError, match="'colour' or 'shape'"):
+        one_attribute_reader(labels, cands, "size")

@@ -266,6 +266,20 @@ def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     return (predicted == labels).float().mean().item() * 100
 
 
+def one_attribute_reader(labels: torch.Tensor, candidates: set[tuple[str, str]], attribute: str) -> float:
+    """Zero-shot's cheapest rival: a reader that sees only the image's colour (or only its
+    shape) and picks at random among the `candidates` pairs (shape, colour) that share it. Its
+    expected accuracy on `labels` (indices into PAIRS), in percent: the mean of 1 / (candidates
+    with the image's attribute)."""
+    if attribute not in ("colour", "shape"):
+        raise ValueError(f"attribute must be 'colour' or 'shape', got {attribute!r}")
+    part = 1 if attribute == "colour" else 0
+    share = [sum(c[part] == PAIRS[y][part] for c in candidates) for y in labels.tolist()]
+    if not share or min(share) == 0:
+        raise ValueError("every label must be one of the candidate pairs")
+    return 100 * sum(1 / n for n in share) / len(share)
+
+
 def supervised_model(setup: ClipSetup) -> nn.Sequential:
     """The baseline: CLIP's image tower with a linear classifier over the 48 pairs."""
     torch.manual_seed(setup.seed)
