@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -120,3 +121,19 @@ def test_world_colour_path():
     model = build_igpt(setup, data)
     out = complete(model, data.test_seq[:2], rows=30, samples=2)
     assert out.shape == (2, 2, 32, 32) and data.palette.decode(out).shape == (2, 2, 3, 32, 32)
+
+
+def test_the_neighbour_counting_model_reads_local_texture():
+    from webmm_lab.experiments.gpt import unigram_loss
+    from webmm_lab.experiments.igpt import neighbour_loss
+    g = torch.Generator().manual_seed(0)
+    # vertical stripes of random colours: each pixel is its upper neighbour, so counts given the
+    # neighbours predict every pixel below the first row, and colour frequencies alone cannot
+    rows = torch.randint(0, 4, (200, 1, 6), generator=g).expand(200, 5, 6).reshape(200, 30)
+    train, test = rows[:150], rows[150:]
+    assert neighbour_loss(train, test, 4, (5, 6)) < 0.4 * unigram_loss(train, test, 4)
+    # colours drawn independently: the neighbours tell nothing, both models near log 4
+    noise = torch.randint(0, 4, (400, 30), generator=g)
+    assert abs(neighbour_loss(noise[:300], noise[300:], 4, (5, 6)) - math.log(4)) < 0.15
+    with pytest.raises(ValueError):
+        neighbour_loss(train, test + 4, 4, (5, 6))                 # an id outside the palette

@@ -34,6 +34,7 @@ from torch import nn
 from ..data import load
 from ..data.world import SHAPES, render, sample_scenes
 from ..device import evaluating, seed_everything
+from ..ids import check_ids
 from ..kmeans import Palette
 from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
@@ -169,6 +170,40 @@ class IgptData:
         """Bits per pixel token on the test images of the baseline that ignores every other
         pixel: each colour's frequency in the training images (add-one smoothed)."""
         return unigram_loss(self.train_seq[:, 1:], self.test_seq[:, 1:], len(self.palette)) / math.log(2)
+
+
+    def neighbour_bits(self) -> float:
+        """Bits per pixel token on the test images of the cheapest model that reads the image
+        as an image: each colour's count given the pixel's left, upper and upper-left
+        neighbours in the training images (add-one smoothed; outside the image counts as a
+        colour of its own). What Image GPT's loss must beat to show it learned more than
+        local texture."""
+        return neighbour_loss(self.train_seq[:, 1:], self.test_seq[:, 1:], len(self.palette),
+                              self.shape) / math.log(2)
+
+
+def neighbour_loss(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int,
+                   shape: tuple[int, int]) -> float:
+    """Mean cross-entropy (nats per pixel) on `test_ids` (M, H*W) of a counting model over the
+    left, upper and upper-left neighbours of each pixel, from `train_ids` (N, H*W), row-major
+    images of `shape` (H, W), add-one smoothed."""
+    H, W = shape
+    V = vocab_size
+    check_ids(train_ids, V)
+    check_ids(test_ids, V)
+
+    def contexts(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = F.pad(ids.view(-1, H, W), (1, 0, 1, 0), value=V)                   # (N, H+1, W+1)
+        left, up, upleft = img[:, 1:, :-1], img[:, :-1, 1:], img[:, :-1, :-1]    # (N, H, W) each
+        ctx = (left * (V + 1) + up) * (V + 1) + upleft
+        return ctx.flatten(), ids.flatten()
+
+    ctx, y = contexts(train_ids)
+    counts = torch.ones((V + 1) ** 3, V)                                          # add-one
+    counts.index_put_((ctx, y), torch.ones(len(y)), accumulate=True)
+    logp = (counts / counts.sum(1, keepdim=True)).log()                           # (C, V)
+    ctx, y = contexts(test_ids)
+    return -logp[ctx, y].mean().item()
 
 
 def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
