@@ -354,3 +354,16 @@ def test_score_rolls_mark_every_sounding_note_and_retrieval_is_scored_by_hand():
     assert retrieval_top1(Blind(), x, torch.zeros(30, 61, 24), names, candidates=8) == 0.0   # ties are misses
     with pytest.raises(ValueError, match="distractors"):
         retrieval_top1(Oracle(), x, torch.zeros(30, 61, 24), names, candidates=16)
+
+
+def test_the_label_only_reader_guesses_among_the_same_candidates():
+    from webmm_lab.experiments.sound_score import distractors, label_only_top1
+    names = [f"p{i // 3}" for i in range(30)]                          # 10 pieces, 3 renderings each
+    assert label_only_top1([0] * 30, names, candidates=8) == pytest.approx(100 / 8)   # one label: chance
+    assert label_only_top1(list(range(30)), names, candidates=8) == 100.0            # every label its own
+    genre = [i // 15 for i in range(30)]                               # two genres of 5 pieces each
+    picks = distractors(names, candidates=8, seed=3)
+    same = [int(sum(genre[j] == genre[i] for j in p.tolist())) for i, p in enumerate(picks)]
+    assert label_only_top1(genre, names, candidates=8, seed=3) == pytest.approx(
+        100 * sum(1 / (1 + k) for k in same) / 30)
+    assert all(names[j] != names[i] for i, p in enumerate(picks) for j in p.tolist())

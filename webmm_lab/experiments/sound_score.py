@@ -88,6 +88,20 @@ def train_sound_score(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor
                  steps=steps, lr=lr, seed=seed, progress=progress)
 
 
+def distractors(names: list[str], candidates: int = 16, seed: int = 0) -> list[torch.Tensor]:
+    """For each clip, `candidates - 1` clips of other pieces (one rendering per piece: the
+    renderings of a piece share its score), drawn at random; the same draws for every reader."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for name in names:
+        firsts = {m: j for j, m in enumerate(names) if m != name}
+        pool = torch.tensor(list(firsts.values()))
+        if len(pool) < candidates - 1:
+            raise ValueError(f"{len(pool)} other pieces cannot make {candidates - 1} distractors")
+        out.append(pool[torch.randperm(len(pool), generator=g)[:candidates - 1]])
+    return out
+
+
 def retrieval_top1(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, names: list[str],
                    candidates: int = 16, seed: int = 0) -> float:
     """Share (%) of clips whose own score CLIP ranks first among `candidates` scores: its own and
@@ -95,15 +109,16 @@ def retrieval_top1(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, n
     with evaluating(model):
         a, b = model(mels, rolls)                                                   # (n, D), (n, D)
         sim = a @ b.T                                                               # (n, n)
-        g = torch.Generator().manual_seed(seed)
-        hits = []
-        for i, name in enumerate(names):
-            others = torch.tensor([j for j, m in enumerate(names) if m != name])
-            # one score per other piece: its renderings share the score
-            firsts = {names[j]: j for j in others.tolist()}
-            pool = torch.tensor(list(firsts.values()))
-            if len(pool) < candidates - 1:
-                raise ValueError(f"{len(pool)} other pieces cannot make {candidates - 1} distractors")
-            pick = pool[torch.randperm(len(pool), generator=g)[:candidates - 1]]
-            hits.append(bool(sim[i, i] > sim[i, pick].max()))
-        return 100 * float(np.mean(hits))
+    picks = distractors(names, candidates, seed)
+    return 100 * float(np.mean([bool(sim[i, i] > sim[i, p].max()) for i, p in enumerate(picks)]))
+
+
+def label_only_top1(labels: list[int] | np.ndarray, names: list[str], candidates: int = 16,
+                    seed: int = 0) -> float:
+    """The expected top-1 (%) of a reader that knows only each clip's label (its genre, say)
+    and picks at random among the candidates that share it, on the same candidates as
+    `retrieval_top1` with the same seed: the mean of 1 / (1 + distractors with the clip's label)."""
+    labels = np.asarray(labels)
+    picks = distractors(names, candidates, seed)
+    return 100 * float(np.mean([1 / (1 + int((labels[p.numpy()] == labels[i]).sum()))
+                                for i, p in enumerate(picks)]))
