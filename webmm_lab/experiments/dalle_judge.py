@@ -216,6 +216,13 @@ class Samples:
         """(% right of a random sample, % right of CLIP's top-1 of n) on `heads`."""
         return rerank_gain(self.right(heads), self.scores)
 
+    def mismatched(self, heads: tuple[str, ...]) -> float:
+        """% of samples whose reading matches the next caption's ask on `heads` (each caption's
+        samples scored against another caption): what a generator that ignored its caption
+        would score."""
+        other = self.labels.view(len(self.captions), self.n, -1).roll(1, 0).flatten(0, 1)
+        return 100 * agreement(self.reading, other, heads).float().mean().item()
+
     def best_first(self) -> torch.Tensor:
         """(C, n): each caption's sample indices (into images, 0..C*n-1), CLIP's best first."""
         order = self.scores.argsort(1, descending=True)
