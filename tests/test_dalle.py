@@ -319,3 +319,15 @@ def test_the_setup_grid_is_the_tokenizers(kind, downs):
     tok = build_tokenizer(setup, kind)
     codes = tok.encode(torch.rand(2, 3, setup.resolution, setup.resolution))
     assert setup.grid == tok.grid(setup.resolution) == codes.shape[-1] == setup.resolution // 2 ** downs
+
+
+def test_samples_scored_against_another_caption_are_what_an_ignored_caption_scores():
+    from webmm_lab.experiments.dalle_judge import Samples
+    colour = list(HEADS).index("colour")
+    labels = torch.full((3 * 2, len(HEADS)), -1)
+    labels[:, colour] = torch.tensor([0, 0, 1, 1, 2, 2])          # 3 captions asking colours 0, 1, 2
+    reading = labels.clone()                                        # a generator that obeys every caption
+    s = Samples(["a", "b", "c"], torch.zeros(6, 3, 4, 4), reading, labels, torch.zeros(3, 2), 0.0)
+    assert s.rates(("colour",))[0] == 100.0 and s.mismatched(("colour",)) == 0.0
+    s.reading[:, colour] = 1                                         # one that always draws colour 1
+    assert s.rates(("colour",))[0] == pytest.approx(100 / 3) and s.mismatched(("colour",)) == pytest.approx(100 / 3)

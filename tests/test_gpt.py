@@ -215,3 +215,24 @@ def test_unigram_loss_is_add_one_frequencies_and_checks_ids():
     assert unigram_loss(train, torch.tensor([[0, 2]]), 3) == pytest.approx(-(math.log(3 / 6) + math.log(1 / 6)) / 2)
     with pytest.raises(ValueError, match="must be in"):
         unigram_loss(train, torch.tensor([3]), 3)
+
+
+def test_few_shot_sets_and_when_an_ability_first_appeared():
+    from webmm_lab.data.tasks import TASKS
+    from webmm_lab.experiments.gpt import few_shot_set, first_reached
+    from webmm_lab.train import History
+    words = ["able", "bake", "cake", "dark", "each", "fish", "gold", "hint", "iron", "jump"]
+    prompts, answers = few_shot_set(words, 2, per_task=3)
+    assert len(prompts) == len(answers) == 3 * len(TASKS)
+    assert prompts == few_shot_set(words, 2, per_task=3)[0]                      # depends on (seed, K) only
+    for p, a, f in zip(prompts, answers, [f for f in TASKS.values() for _ in range(3)]):
+        lines = p.split("\n")
+        assert len(lines) == 3 and lines[-1].endswith(" = ") and f(lines[-1][:-3]) == a
+        assert len({l.split(" = ")[0] for l in lines}) == 3                      # distinct words
+    with pytest.raises(ValueError, match="cannot make prompts"):
+        few_shot_set(words[:2], 2, per_task=1)
+    h = History(steps=list(range(100)), evals=[{"step": 20, "k8": 0.1, "k0": 0.0},
+                                               {"step": 50, "k8": 0.5, "k0": 0.1},
+                                               {"step": 100, "k8": 0.6, "k0": 0.1}])
+    assert first_reached(h, "k8", "k0", 0.3) == 0.5
+    assert first_reached(h, "k8", "k0", 0.9) is None

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..checkpoint import save_checkpoint
 from ..data import load
-from ..data.tasks import real_words, task_stream
+from ..data.tasks import TASKS, real_words, task_stream
 from ..data.tokenizers import CharTokenizer
 from ..device import pick_device, seed_everything
 from ..distributed import main_on_processes
@@ -138,13 +138,46 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 def train_gpt(model: GPT, text: GptText, setup: GptSetup, *, run: str | None = None,
               evals: int = 4, device: torch.device | str | None = None, progress: bool = True,
-              stop_after: int | None = None) -> History:
+              stop_after: int | None = None,
+              few_shot: dict[int, tuple[list[str], list[str]]] | None = None) -> History:
     """Train on the course's loop, with the validation loss measured `evals` times (see `train`
-    for `run` and `stop_after`)."""
+    for `run` and `stop_after`). With `few_shot` ({K: (prompts, answers)}, see `few_shot_set`)
+    each evaluation also measures the exact-match accuracy of every K ("k0", "k8", ...): the
+    few-shot ability over training."""
+    def evaluate(m: GPT) -> dict[str, float]:
+        out = {"val_loss": text.val_loss(m)}
+        for K, (prompts, answers) in (few_shot or {}).items():
+            out[f"k{K}"] = exact_match(greedy_answers(m, text.tokenizer, prompts, max_new_tokens=10), answers)
+        return out
     return train(model, lm_loss, text.batches(), steps=setup.steps, lr=setup.lr, run=run,
-                 eval_fn=lambda m: {"val_loss": text.val_loss(m)},
-                 eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
-                 progress=progress, stop_after=stop_after, setup=setup)
+                 eval_fn=evaluate, eval_every=max(1, setup.steps // evals), seed=setup.seed,
+                 device=device, progress=progress, stop_after=stop_after, setup=setup)
+
+
+def few_shot_set(words: list[str], K: int, per_task: int, seed: int = 1) -> tuple[list[str], list[str]]:
+    """GPT-3-style prompts with K demonstrations, `per_task` of every task of data.tasks, on
+    `words` (each prompt K + 1 distinct words: K demonstrations, then the query), and their
+    answers. The draw depends only on (seed, K)."""
+    if len(words) < K + 1:
+        raise ValueError(f"{len(words)} words cannot make prompts of {K} demonstrations and a query")
+    rng = np.random.default_rng(seed + K)
+    prompts, answers = [], []
+    for f in TASKS.values():
+        for _ in range(per_task):
+            chosen = [words[i] for i in rng.choice(len(words), K + 1, replace=False)]
+            prompts.append(few_shot_prompt([(w, f(w)) for w in chosen[:K]], chosen[K]))
+            answers.append(f(chosen[K]))
+    return prompts, answers
+
+
+def first_reached(history: History, key: str, base: str, target: float) -> float | None:
+    """The share of training (0 to 1] at the first evaluation where eval[key] - eval[base] reached
+    `target`, or None if none did: when an ability appeared."""
+    steps = max(history.steps[-1] + 1, 1) if history.steps else 1
+    for e in history.evals:
+        if key in e and e[key] - e[base] >= target:
+            return e["step"] / steps
+    return None
 
 
 def few_shot_prompt(demos: list[tuple[str, str]], query: str, sep: str = " = ", end: str = "\n") -> str:
