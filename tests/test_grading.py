@@ -35,7 +35,7 @@ def stream(text: str) -> nbformat.NotebookNode:
 def marked(marker: str) -> list[int]:
     """The processes whose command line holds `marker`."""
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
             if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(int(pid))
@@ -153,7 +153,7 @@ def test_a_class_with_hostile_submissions_is_graded_as_it_is(tmp_path, monkeypat
     assert by["fay"]["softmax"]["result"] == "PASS" and by["fay"]["cross_entropy"]["result"] == "FAIL"
     assert all(r["result"] == "MISSING" for r in by["ed"].values())
     assert all(r["result"] == "MISSING" for r in by["hal"].values()) and by["hal"]["softmax"]["notebook"].startswith("ok; ended")
-    assert by["jon"]["softmax"]["notebook"].startswith("stopped: output over")
+    assert by["jon"]["softmax"]["notebook"] == "stopped: text output over 1 MB in all"
     text = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[2] for line in text.splitlines() if line.split()[:1] and line.split()[0] in by}
     assert rows["ada"] == "2/2" and rows["fay"] == "1/2" and rows["gus"] == "0/2" and rows["di"] == "0/2"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import resource
 import signal
 import struct
 import subprocess
@@ -187,6 +186,7 @@ def drop_capabilities() -> None:
 
 def kernel_main(box: Path, args: list[str]) -> None:
     """The grading kernel's launcher: cap file sizes, drop capabilities, confine, become ipykernel."""
+    import resource                             # POSIX only: imported here so Windows can import this file
     conn = json.loads(Path(args[args.index("-f") + 1]).read_text())
     ports = [int(conn[k]) for k in conn if k.endswith("_port")] if conn.get("transport") == "tcp" else []
     ports.append(0)             # an ephemeral port: ipykernel's pipe for its subprocesses' output
@@ -262,8 +262,9 @@ def capped_client(nb, km, spec: dict):
             self.bytes += len(json.dumps(content, default=str)) + sum(map(len, msg.get("buffers") or []))
             if self.bytes > MESSAGE_LIMIT:
                 raise OutputFlood(f"stopped: output over {MESSAGE_LIMIT / 1e6:g} MB in all")
-            if isinstance(content.get("data"), dict):               # plots, HTML, widgets: dropped
-                content["data"] = {k: v for k, v in content["data"].items() if k == "text/plain"}
+            if msg.get("msg_type") in ("display_data", "execute_result", "update_display_data"):
+                data = content.get("data") or {}                    # plots, HTML: dropped
+                content["data"] = {k: v for k, v in data.items() if k == "text/plain"}
             return super().process_message(msg, cell, cell_index)
 
         def output(self, outs, msg, display_id, cell_index):
