@@ -6,7 +6,10 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 
 from webmm_lab import gradebox, seal
 from webmm_lab.cli import main
+from webmm_lab import grading
 from webmm_lab.grading import container_command, container_engine, lab_of, read_checks, run_boxed, score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +192,29 @@ show("classmate", lambda: pathlib.Path({str(tmp_path / "classmate.ipynb")!r}).re
     assert len(nbformat.writes(run.nb)) < 120_000         # text cut at 100 kB a cell, the HTML dropped
     if LANDLOCK:
         assert "classmate refused PermissionError" in text
+
+
+def test_a_box_stopped_from_outside_leaves_no_process():
+    """Ctrl-C, or a box past its grace time: its helper gets SIGTERM and ends what the kernel left."""
+    marker = f"webmm-test-{uuid.uuid4().hex}"
+    escape = (f"import os, subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
+              f"{marker!r}], start_new_session=True)\nwhile True:\n    pass")
+    box = grading.make_box(notebook(escape), os.urandom(32), limit=60, cell_limit=60, confine="no")
+    helper = subprocess.Popen([sys.executable, "-I", str(box / "pkg" / "webmm_lab" / "gradebox.py"), "run", str(box)],
+                              env=grading.helper_env(box), cwd=box, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        while not marked(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marked(marker), "the notebook never started its process"
+        grading._stop(helper, None, "unused")
+        assert not marked(marker)
+    finally:
+        for pid in marked(marker):
+            os.kill(pid, signal.SIGKILL)
+        if helper.poll() is None:
+            os.killpg(helper.pid, signal.SIGKILL)
+        grading.remove_box(box)
 
 
 def test_sealed_lines_count_and_nothing_else_does(tmp_path, monkeypatch):

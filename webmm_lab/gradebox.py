@@ -337,14 +337,19 @@ def kernel_manager(box: Path):
                               kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(box / "kernels")]))
 
 
+def _stopped(signum, frame) -> None:
+    raise SystemExit(f"stopped by signal {signum}")     # so that run_main's cleanup runs
+
+
 def run_main(box: Path) -> None:
     """Run the box's notebook and write BOX/result.ipynb and BOX/result.json (state, seconds,
-    processes ended); never raises for anything the notebook does."""
+    processes ended); never raises for anything the notebook does. Stopped with SIGTERM, it
+    still ends every process the kernel left."""
     import nbformat
     from nbclient.exceptions import DeadKernelError
-    libc = _libc() if sys.platform.startswith("linux") else None
-    if libc is not None:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if sys.platform.startswith("linux"):
+        _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGTERM, _stopped)
     spec = json.loads((box / "run.json").read_text())
     nb = nbformat.read(box / "work" / "submission.ipynb", as_version=4)
     env = {**spec["env"], "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -360,8 +365,9 @@ def run_main(box: Path) -> None:
         state = "kernel died"
     except Exception as e:                      # a kernel that never started, a malformed cell
         state = f"could not run: {type(e).__name__}: {str(e)[:100]}"
-    (box / "key").unlink(missing_ok=True)
-    ended = end_descendants()
+    finally:
+        (box / "key").unlink(missing_ok=True)
+        ended = end_descendants()
     nbformat.write(nb, box / "result.ipynb")
     (box / "result.json").write_text(json.dumps(
         {"state": state, "seconds": time.perf_counter() - t0, "processes_ended": ended}))

@@ -269,11 +269,24 @@ def _wait(box: Path, limit: float, isolate: str, engine: str | None, image: str)
             proc.wait(timeout=limit + GRACE)
             return None
         except subprocess.TimeoutExpired:
-            if isolate == "container":
-                subprocess.run([cmd[0], "kill", name], capture_output=True)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _stop(proc, cmd[0] if isolate == "container" else None, name)
             return f"the box did not finish within {limit + GRACE:.0f} s and was killed"
+        except BaseException:                 # Ctrl-C: leave nothing of the box running
+            _stop(proc, cmd[0] if isolate == "container" else None, name)
+            raise
+
+
+def _stop(proc: subprocess.Popen, engine: str | None, name: str) -> None:
+    """End a box's helper: SIGTERM first (it then ends every process the kernel left), SIGKILL
+    to its group after 10 s; a container is killed through its engine."""
+    if engine is not None:
+        subprocess.run([engine, "kill", name], capture_output=True)
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _tail(path: Path, size: int = 300) -> str:
