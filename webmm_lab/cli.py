@@ -8,6 +8,7 @@
     webmm-lab results --stale             # notebooks whose stored outputs predate package changes
     webmm-lab labs build [--check]        # regenerate labs/labNN_*.ipynb from labs/solutions/
     webmm-lab grade SUBMISSIONS [--lab 03] [--out grades.csv]   # run and grade students' labs
+    webmm-lab grade SUBMISSIONS --isolate container       # each in a container, without network
     webmm-lab book [--out DIR]            # the course as a static website (stored outputs)
     webmm-lab colab --repo OWNER/NAME     # point every Colab badge and install cell at a fork
     webmm-lab times [--smoke]             # each notebook's measured time, as a Markdown table
@@ -226,14 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_labs = sub.add_parser("labs", help="lab notebooks")
     p_labs.add_argument("action", choices=["build"])
     p_labs.add_argument("--check", action="store_true", help="only report out-of-date labs")
-    p_grade = sub.add_parser("grade", help="run students' lab notebooks headless and collect every "
-                             "check's PASS or FAIL (a submission is code: grade in a sandbox)")
+    p_grade = sub.add_parser("grade", help="run students' lab notebooks headless, each in a box of its "
+                             "own, and collect every sealed check's PASS or FAIL")
     p_grade.add_argument("submissions", help="a folder of notebooks (one per student, or one folder "
                          "per student) or one notebook")
     p_grade.add_argument("--lab", default=None, help="the lab number, e.g. 03 (default: from each "
                          "notebook's metadata or name)")
     p_grade.add_argument("--out", default="grades.csv", help="the CSV file, one row per student and check")
     p_grade.add_argument("--time-limit", type=float, default=300, help="seconds per notebook (default 300)")
+    p_grade.add_argument("--cell-limit", type=float, default=None, help="seconds per cell (default: "
+                         "the notebook's time limit)")
+    p_grade.add_argument("--isolate", choices=["process", "container"], default="process",
+                         help="process: a temporary copy, confined with Landlock where Linux has it "
+                         "(default); container: a Docker or Podman container without network")
+    p_grade.add_argument("--image", default=None, help="the container image for --isolate container "
+                         "(default: webmm-lab-grade; the README says how to build it)")
     p_book = sub.add_parser("book", help="build the course's static website from the README, the "
                             "notebooks' stored outputs and the student labs")
     p_book.add_argument("--out", default=None, help="the site's folder (default: results/book)")
@@ -345,9 +353,10 @@ def _book(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Grade students' lab notebooks into a CSV file."""
-    from .grading import grade, summary, write_csv
+    from .grading import IMAGE, grade, summary, write_csv
     lab = f"{int(args.lab):02d}" if args.lab is not None and args.lab.isdigit() else args.lab
-    graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit)
+    graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit,
+                   cell_limit=args.cell_limit, isolate=args.isolate, image=args.image or IMAGE)
     write_csv(graded, Path(args.out))
     print(summary(graded))
     print(f"\nwrote {args.out}: one row per student and check")

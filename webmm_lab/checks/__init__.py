@@ -1,6 +1,7 @@
 """Checks for the labs: compare a student's function with the package's reference on fresh
 random inputs, and print PASS or a specific FAIL (shape, dtype, worst value difference, hint).
-This file holds the machinery; each lab's checks live in labNN.py beside it.
+This file holds the machinery; each lab's checks live in labNN.py beside it. Under
+`webmm-lab grade` every line printed here carries a seal (see webmm_lab/seal.py).
 
     from webmm_lab.checks.lab00 import check_softmax
     check_softmax(my_softmax)   # PASS softmax: matches torch.softmax on 5 random inputs ...
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+
+from ..seal import seal
 
 
 @dataclass
@@ -29,7 +32,7 @@ class CheckResult:
 
 def _report(result: CheckResult, verbose: bool) -> CheckResult:
     if verbose:
-        print(result)
+        print(seal(str(result)))
     return result
 
 
