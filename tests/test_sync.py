@@ -3,7 +3,10 @@ by the course's loop on the CPU, while every call that would copy a tensor's val
 a GPU is counted inside the forward pass (the loss function) and the backward pass. On the CPU
 these calls are free, so they are counted, not timed; the range checks of ids and lengths, which
 run on the CPU only (`webmm_lab.ids.validating`), are switched off as on a GPU. The loop's own
-logging (`PendingLosses`) copies the losses every few steps, outside forward and backward."""
+logging (`PendingLosses`) copies the losses every few steps, outside forward and backward.
+What this cannot see on a CPU: a tensor made on the host inside a step and copied to the device
+(a blocking copy, which waits too) and syncs inside torch's own kernels (`bincount` on CUDA);
+the models make their tensors on the device and count codes by scatter-add for that reason."""
 import contextlib
 import importlib
 from types import SimpleNamespace
