@@ -12,8 +12,10 @@ def test_live_renders_now_and_again_on_every_change(capsys):
             raise ValueError("unknown word 'bad'")
         print(f"x={x} word={word}")
 
-    slider, box = widgets.FloatSlider(value=0.5), widgets.Text(value="a")
-    live(render, x=slider, word=box)
+    slider, box, pick = widgets.FloatSlider(value=0.5), widgets.Text(value="a"), widgets.Dropdown(options=[1, 2])
+    assert slider.continuous_update and box.continuous_update      # ipywidgets' default: every drag step
+    live(lambda x, word, n: render(x, word), x=slider, word=box, n=pick)
+    assert not slider.continuous_update and not box.continuous_update   # now: on release, on Enter
     assert seen == [(0.5, "a")] and "x=0.5 word=a" in capsys.readouterr().out
     slider.value = 0.7
     box.value = "bad"                        # a ValueError is shown to the user, not raised
@@ -31,6 +33,7 @@ def render(x, word):
         raise ValueError("unknown word 'bad'")
 slider, box = widgets.FloatSlider(value=0.5), widgets.Text(value="a")
 area = live(render, x=slider, word=box)
+assert not slider.continuous_update and not box.continuous_update
 slider.value = 0.7
 box.value = "bad"
 assert seen == [(0.5, "a"), (0.7, "a"), (0.7, "bad")], seen

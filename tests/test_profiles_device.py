@@ -80,3 +80,51 @@ def test_a_model_training_after_an_evaluation_helper_is_in_train_mode_again():
     layer_features(gpt, torch.randint(5, (2, 8)))
     gpt.generate(torch.zeros(1, 1, dtype=torch.long), 3)
     assert judge.training and gpt.training
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device of a chosen compute capability, faked: `fake_gpu((7, 5))` is a T4."""
+    monkeypatch.delenv("WEBMM_AMP", raising=False)
+
+    def make(capability: tuple[int, int]):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a faked GPU")
+        props = type("Props", (), {"total_memory": 16 * 2**30})()
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+        return torch.device("cuda")
+    return make
+
+
+def test_a_t4_gets_fp16_with_the_grad_scaler_though_torch_calls_bf16_supported(fake_gpu):
+    from webmm_lab.device import amp_dtype, describe
+    dev = fake_gpu((7, 5))                       # torch's is_bf16_supported() counts emulation: True
+    assert amp_dtype(dev) == torch.float16
+    assert grad_scaler(dev).is_enabled()
+    assert describe(dev)["mixed precision"] == ("fp16 autocast + grad scaler "
+                                                "(compute capability 7.5: bf16 would be emulated)")
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 9), (9, 0)])
+def test_an_ampere_or_newer_gpu_gets_bf16_without_a_scaler(fake_gpu, capability):
+    from webmm_lab.device import amp_dtype, describe
+    dev = fake_gpu(capability)
+    assert amp_dtype(dev) == torch.bfloat16
+    assert not grad_scaler(dev).is_enabled()
+    major, minor = capability
+    assert describe(dev)["mixed precision"] == f"bf16 autocast (compute capability {major}.{minor}: native bf16)"
+
+
+def test_the_cpu_gets_no_autocast_and_webmm_amp_still_overrides(fake_gpu, monkeypatch):
+    from webmm_lab.device import amp_dtype, describe
+    assert amp_dtype("cpu") is None and describe("cpu")["mixed precision"] == "off (fp32)"
+    dev = fake_gpu((7, 5))
+    monkeypatch.setenv("WEBMM_AMP", "bf16")
+    assert amp_dtype(dev) == torch.bfloat16 and not grad_scaler(dev).is_enabled()
+    assert describe(dev)["mixed precision"] == "bf16 autocast (WEBMM_AMP=bf16)"
+    monkeypatch.setenv("WEBMM_AMP", "off")
+    assert amp_dtype(dev) is None and describe(dev)["mixed precision"] == "off (fp32, WEBMM_AMP=off)"
+    monkeypatch.setenv("WEBMM_AMP", "auto")
+    assert amp_dtype(dev) == torch.float16

@@ -241,3 +241,21 @@ def test_train_step_is_one_optimiser_step_at_the_given_lr_that_returns_the_loss(
     loss = train_step(model, model, lambda m, b: m(b).sum(), x, opt, grad_scaler("cpu"), 0.5, None, torch.device("cpu"))
     assert loss.item() == pytest.approx((before @ x.T).item())
     assert torch.allclose(model.weight, before - 0.5 * x) and model.weight.grad is None   # stepped, zeroed
+
+
+def test_batches_go_to_a_gpu_pinned_and_non_blocking(monkeypatch):
+    """Faked, without a GPU: every host tensor of a nested batch is pinned, then copied with
+    non_blocking=True; other values pass as they are; to the CPU nothing is pinned."""
+    from webmm_lab.train import to_device
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: calls.append(("pin", tuple(t.shape))) or t)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, device, non_blocking=False:
+                        calls.append(("to", str(device), non_blocking)) or t)
+    batch = (torch.zeros(2, 3), {"ids": torch.zeros(2, dtype=torch.long)}, [torch.ones(1)], 0.5)
+    out = to_device(batch, torch.device("cuda"))
+    assert out[3] == 0.5 and isinstance(out[1], dict) and isinstance(out[2], list)
+    assert calls == [("pin", (2, 3)), ("to", "cuda", True), ("pin", (2,)), ("to", "cuda", True),
+                     ("pin", (1,)), ("to", "cuda", True)]
+    calls.clear()
+    to_device(batch, "cpu")
+    assert calls == [("to", "cpu", True)] * 3

@@ -10,7 +10,7 @@
     webmm-lab grade SUBMISSIONS [--lab 03] [--out grades.csv]   # run and grade students' labs
     webmm-lab grade SUBMISSIONS --isolate container       # each in a container, without network
     webmm-lab book [--out DIR]            # the course as a static website (stored outputs)
-    webmm-lab colab --repo OWNER/NAME     # point every Colab badge and install cell at a fork
+    webmm-lab colab --repo OWNER/NAME [--ref TAG]   # point every Colab badge and install cell at a fork
     webmm-lab times [--smoke]             # each notebook's measured time, as a Markdown table
     webmm-lab music build                 # re-parse music21's corpus into the shipped note file
     webmm-lab train gpt|clip [--steps N ...]  # train notebook 02's GPT or 07's CLIP; under torchrun:
@@ -246,8 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "notebooks' stored outputs and the student labs")
     p_book.add_argument("--out", default=None, help="the site's folder (default: results/book)")
     p_colab = sub.add_parser("colab", help="point every Colab badge and install cell at another "
-                             "repository (an instructor's fork)")
-    p_colab.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the GitHub repository")
+                             "repository (an instructor's fork), a tag or a commit; rewrite the install "
+                             "cells and Colab's GPU runtime in every notebook")
+    p_colab.add_argument("--repo", default=None, metavar="OWNER/NAME", help="the GitHub repository: "
+                         "OWNER/NAME or its https://github.com/ URL (default: the current one)")
+    p_colab.add_argument("--ref", default=None, metavar="TAG_OR_COMMIT", help="pin install cells and "
+                         "badges to this tag or commit (default: the default branch, badges at main)")
     p_times = sub.add_parser("times", help="each notebook's time in the cpu profile (2 threads, 1 thread) "
                              "from the stored spreads, as a Markdown table")
     p_times.add_argument("--smoke", action="store_true", help="also run each notebook in the smoke "
@@ -321,11 +325,16 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _colab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Point every Colab badge and install cell at another repository."""
-    from .colab import repository, set_repository
+    """Point every Colab badge and install cell at another repository (and ref)."""
+    from .colab import parse_repo, repository, set_repository
     old = repository(_root())
-    changed = set_repository(_root(), args.repo)
-    print(f"{old} -> {args.repo}: {len(changed)} files rewritten" + "".join(f"\n  {p}" for p in changed))
+    try:
+        new = parse_repo(args.repo) if args.repo else old
+        changed = set_repository(_root(), new, args.ref)
+    except ValueError as e:
+        raise SystemExit(f"webmm-lab colab: {e}") from None
+    at = f" at {args.ref}" if args.ref else ""
+    print(f"{old} -> {new}{at}: {len(changed)} files rewritten" + "".join(f"\n  {p}" for p in changed))
     return 0
 
 

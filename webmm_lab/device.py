@@ -1,11 +1,13 @@
 """Device, mixed precision and seeding: the three lines every notebook needs, in one place.
 
     dev = pick_device()                  # cuda -> mps -> cpu
-    with autocast(dev): loss = ...       # bf16 where the GPU has it, fp16 on a T4, nothing on CPU
+    with autocast(dev): loss = ...       # bf16 where the GPU runs it natively, fp16 on a T4, nothing on CPU
     scaler = grad_scaler(dev)            # enabled only for fp16
 
-WEBMM_AMP=bf16|fp16|off overrides the choice on any device: WEBMM_AMP=bf16 on the CPU runs a
-GPU's mixed precision there, to find dtype mismatches without a GPU.
+bf16 only on GPUs of compute capability 8.0 and up (A100, RTX 30xx, L4, H100): older ones such as
+Colab's T4 (7.5) emulate it, slower than fp32, and torch's `is_bf16_supported()` counts emulation,
+so the capability decides here. WEBMM_AMP=bf16|fp16|off overrides the choice on any device:
+WEBMM_AMP=bf16 on the CPU runs a GPU's mixed precision there, to find dtype mismatches without a GPU.
 """
 from __future__ import annotations
 
@@ -36,18 +38,27 @@ def pick_device(prefer: str | None = None) -> torch.device:
 AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for `device`: bf16 if the GPU supports it, else fp16; None on CPU/MPS;
-    $WEBMM_AMP (bf16, fp16 or off) overrides it."""
+def amp_choice(device: torch.device | str) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for `device` and why: bf16 on a GPU that runs it natively (compute
+    capability >= 8.0), fp16 on an older one (bf16 would be emulated there), None (fp32) on the
+    CPU and MPS; $WEBMM_AMP (bf16, fp16, off or auto) overrides it."""
     device = torch.device(device)
     forced = os.environ.get("WEBMM_AMP", "").strip().lower()
     if forced and forced != "auto":
         if forced not in AMP_CHOICES:
             raise ValueError(f"WEBMM_AMP={forced!r}: choose bf16, fp16, off or auto")
-        return AMP_CHOICES[forced]
+        return AMP_CHOICES[forced], f"WEBMM_AMP={forced}"
     if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None, f"no autocast on {device.type}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return torch.bfloat16, f"compute capability {major}.{minor}: native bf16"
+    return torch.float16, f"compute capability {major}.{minor}: bf16 would be emulated"
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for `device` (`amp_choice` says why): bf16, fp16, or None for fp32."""
+    return amp_choice(device)[0]
 
 
 def autocast(device: torch.device | str):
@@ -106,7 +117,10 @@ def describe(device: torch.device | str | None = None) -> dict[str, str]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu memory"] = f"{torch.cuda.get_device_properties(device).total_memory / 2**30:.1f} GiB"
-    dtype = amp_dtype(device)
-    info["mixed precision"] = {None: "off (fp32)", torch.bfloat16: "bf16 autocast",
-                               torch.float16: "fp16 autocast + grad scaler"}[dtype]
+    dtype, why = amp_choice(device)
+    if dtype is None:            # on a GPU, only WEBMM_AMP=off gets here: say so
+        info["mixed precision"] = f"off (fp32, {why})" if device.type == "cuda" else "off (fp32)"
+    else:
+        what = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast + grad scaler"
+        info["mixed precision"] = f"{what} ({why})"
     return info

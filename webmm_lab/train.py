@@ -141,9 +141,14 @@ def checkpoint_path(run: str, seed: int = 0) -> Path:
     return checkpoint_dir() / folder / (f"{run}-seed{seed}.pt" if seed else f"{run}.pt")
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, tuple, list or dict of them) to `device`."""
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move a batch (tensor, tuple, list or dict of them; anything else as it is) to `device`.
+    To a GPU, a host tensor is pinned (page-locked) first, so that its copy is truly
+    non-blocking: the host goes on queuing the step's work while the batch travels."""
+    device = torch.device(device)
     if isinstance(batch, torch.Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu":
+            batch = batch.pin_memory()
         return batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(b, device) for b in batch)

@@ -179,13 +179,15 @@ def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
 def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: DalleSetup, *,
                     run: str | None = None, device=None, progress: bool = True) -> History:
     """The course's loop on random training images; the share of training done (step / steps)
-    drives the dVAE's temperature and KL schedules; `progress` shows a progress bar."""
+    drives the dVAE's temperature and KL schedules; `progress` shows a progress bar. The share
+    rides in the batch as a host number, so a GPU never waits to be told it."""
     steps = setup.tok_steps
 
     def batch_fn(step: int):
         idx = torch.randint(len(world.images), (setup.tok_batch,), generator=step_generator(setup.seed, step))
-        return world.images[idx].float() / 255, torch.tensor(step / steps)
-    return train(tok, lambda m, b: m(b[0], b[1].item()).loss, batch_fn, steps=steps, lr=setup.tok_lr,
+        done = float(np.float32(step / steps))    # rounded to float32, as it always was: results repeat
+        return world.images[idx].float() / 255, done
+    return train(tok, lambda m, b: m(*b).loss, batch_fn, steps=steps, lr=setup.tok_lr,
                  weight_decay=0.0, seed=setup.seed, run=run, device=device, progress=progress,
                  setup=setup)
 

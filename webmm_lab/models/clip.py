@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ids import check_lengths
 from .contrastive import LOGIT_SCALE_INIT
 from .gpt import GPT
 
@@ -41,8 +42,7 @@ class CLIP(nn.Module):
         """Unit-length embeddings (B, D) of captions: ids (B, T), padded after each caption's
         end-of-text token at position lengths - 1. The causal mask means padding never affects
         the feature read there."""
-        if (lengths < 1).any() or (lengths > ids.shape[1]).any():
-            raise ValueError(f"lengths must be in [1, {ids.shape[1]}], got {lengths.tolist()}")
+        check_lengths(lengths, 1, ids.shape[1], "lengths")                    # on the CPU (see ids)
         h = self.text_encoder.features(ids)                                   # (B, T, C)
         last = h[torch.arange(len(ids), device=ids.device), lengths - 1]      # (B, C)
         return F.normalize(self.text_proj(last), dim=-1)

@@ -40,7 +40,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
     logits = similarity_logits(z, z, temperature)                   # (2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))           # never pick yourself
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # i <-> i + N
+    targets = torch.arange(2 * n, device=z.device).roll(n)            # (2N,): i <-> i + N, made on the device
     return F.cross_entropy(logits, targets)
 
 

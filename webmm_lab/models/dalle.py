@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ids import check_ids
+from ..ids import check_ids, check_lengths
 from .gpt import GPT, GPTConfig
 
 ATTENTION_KINDS = ("dense", "row", "column", "conv")
@@ -78,8 +78,10 @@ class DALLE(nn.Module):
         """Caption ids (B, T <= text_len) with lengths (B,) -> (B, text_len), each position after
         a caption's end filled with that position's own padding token (V + position)."""
         B, T = ids.shape
-        if T > self.text_len or (lengths > self.text_len).any():
-            raise ValueError(f"captions of up to {self.text_len} tokens fit, got {int(lengths.max())}")
+        if T > self.text_len:
+            raise ValueError(f"captions of up to {self.text_len} tokens fit, got {T}")
+        check_lengths(lengths, 0, self.text_len,
+                      f"caption lengths (captions of up to {self.text_len} tokens fit)")
         check_ids(ids, self.text_vocab, "caption token ids")
         pos = torch.arange(self.text_len, device=ids.device)
         out = (self.text_vocab + pos).repeat(B, 1)                           # (B, L) all padding

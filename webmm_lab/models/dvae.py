@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ids import check_ids
-from .vq import VectorQuantizer, perplexity
+from .vq import VectorQuantizer, code_counts, perplexity
 
 
 class ResBlock(nn.Module):
@@ -115,7 +115,7 @@ class _Tokenizer(nn.Module):
 
     def _out(self, x, recon, reg, codes, weight) -> TokenizerOutput:
         mse = F.mse_loss(recon.float(), x.float())
-        n = torch.bincount(codes.flatten(), minlength=self.codebook_size)
+        n = code_counts(codes, self.codebook_size)                               # (K,): no sync
         return TokenizerOutput(mse + weight * reg, recon, mse, reg, codes, perplexity(n))
 
 

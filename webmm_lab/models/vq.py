@@ -13,6 +13,10 @@ The pieces are plain functions too (lab 05 asks for them): `straight_through`, `
 `restart_dead_codes`; the nearest code is `webmm_lab.kmeans.nearest`. Notebook 05 quantises
 1-D audio latents with it, notebook 06 2-D image latents.
 
+Nothing in a training step reads a value back to the host (a GPU would wait for it): code
+counts are scatter-adds (not `bincount`, which syncs on CUDA), restarts are chosen with tensor
+operations, and whether the codebook is started is kept on the host (`_started`).
+
 Under torchrun each process sees part of the batch, yet the codebook is a buffer, not a
 parameter, so DDP does not keep it in step. As Jukebox's bottleneck does, the statistics are
 taken over every process's vectors (gathered, in rank order: the same as one process with the
@@ -40,6 +44,15 @@ class VQOutput:
     used: torch.Tensor            # scalar: fraction of the codebook used by this batch
 
 
+def code_counts(codes: torch.Tensor, K: int) -> torch.Tensor:
+    """How many of `codes` (any shape, long) name each of K codes: (K,) float. A scatter-add,
+    as `torch.bincount(codes, minlength=K)` counts, without its read-back of the largest code on
+    a GPU."""
+    codes = codes.flatten()                                                    # (N,)
+    ones = torch.ones(len(codes), device=codes.device)
+    return torch.zeros(K, device=codes.device).index_add_(0, codes, ones)     # (K,)
+
+
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of code use from counts (K,): K when every code is used evenly, 1 for one code."""
     p = counts.float() / counts.sum()
@@ -57,33 +70,37 @@ def ema_update(count: torch.Tensor, total: torch.Tensor, flat: torch.Tensor, cod
     total (K, D), their sum, from this batch's vectors flat (N, D) assigned to codes (N,):
     count <- decay * count + (1 - decay) * n_k,   total <- decay * total + (1 - decay) * sum_k.
     The codes are then total / count: each the running mean of the vectors it wins."""
-    K = count.shape[0]
-    n = torch.bincount(codes, minlength=K).to(count.dtype)                     # (K,)
+    n = code_counts(codes, count.shape[0]).to(count.dtype)                      # (K,)
     s = torch.zeros_like(total).index_add_(0, codes, flat.to(total.dtype))     # (K, D)
     return decay * count + (1 - decay) * n, decay * total + (1 - decay) * s
 
 
 def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch.Tensor,
-                       flat: torch.Tensor, threshold: float,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                       flat: torch.Tensor, threshold: float, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Codes whose moving count fell below `threshold` are moved onto random vectors of this
     batch flat (N, D), distinct ones while the batch has enough (as Jukebox's restarts draw
     from a shuffled batch), with count = threshold and total = threshold * vector (a fresh
-    code with the weight of a barely living one). Returns (codebook, count, total, how many)."""
+    code with the weight of a barely living one). Returns (codebook, count, total, how many,
+    a 0-dim tensor).
+
+    Tensor operations only, so that a GPU never waits for the host to learn how many died: the
+    i-th dead code (in index order) takes the i-th vector of a random permutation of the batch
+    (past N of them, a uniform draw), and `torch.where` keeps the living codes. The draws are
+    made whether or not a code died."""
+    K, N = count.shape[0], flat.shape[0]
     dead = count < threshold                                                   # (K,)
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return codebook, count, total, 0
-    if n_dead <= len(flat):                                                    # distinct vectors
-        pick = torch.randperm(len(flat), generator=generator, device=flat.device)[:n_dead]
-    else:
-        pick = torch.randint(len(flat), (n_dead,), generator=generator, device=flat.device)
-    fresh = flat[pick].to(codebook.dtype)                                      # (n_dead, D)
-    codebook, count, total = codebook.clone(), count.clone(), total.clone()
-    codebook[dead] = fresh
-    count[dead] = threshold
-    total[dead] = threshold * fresh
-    return codebook, count, total, n_dead
+    rank = (dead.cumsum(0) - 1).clamp_min(0)                                   # (K,): i for the i-th dead
+    perm = torch.randperm(N, generator=generator, device=flat.device)          # (N,)
+    pick = perm[rank.clamp_max(N - 1)]                                         # (K,)
+    if K > N:                                          # more codes than vectors: repeats past the N-th
+        extra = torch.randint(N, (K,), generator=generator, device=flat.device)
+        pick = torch.where(rank < N, pick, extra)
+    fresh = flat[pick].to(codebook.dtype)                                      # (K, D)
+    codebook = torch.where(dead[:, None], fresh, codebook)
+    count = torch.where(dead, torch.full_like(count, threshold), count)
+    total = torch.where(dead[:, None], threshold * fresh, total)
+    return codebook, count, total, dead.sum()
 
 
 def _world() -> int:
@@ -128,6 +145,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("total", self.codebook.clone())                   # (K, D)
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("restarts", torch.tensor(0))                      # restarts so far
+        self._started = False         # `initialised`, as the host last read it (see `_is_started`)
 
     def _flatten(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() < 3 or z.shape[1] != self.dim:
@@ -145,6 +163,19 @@ class VectorQuantizer(nn.Module):
         self.count.fill_(1.0)
         self.total.copy_(centres)
         self.initialised.fill_(True)
+        self._started = True
+
+    def _is_started(self) -> bool:
+        """Whether the codebook has been started, read from the `initialised` buffer until it
+        is (a read that waits for a GPU), then from the host; loading a state dict reads it
+        again once."""
+        if not self._started:
+            self._started = bool(self.initialised)
+        return self._started
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._started = False
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor) -> torch.Tensor:
@@ -158,7 +189,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         flat = self._flatten(z)                                                # (N, D)
-        if self.training and not bool(self.initialised):
+        if self.training and not self._is_started():
             self.init_from(flat.detach() if _world() == 1 else _gather(flat.detach()))
             self._from_rank_0()
         codes, _ = nearest(flat.detach().float(), self.codebook)               # (N,)
@@ -166,7 +197,7 @@ class VectorQuantizer(nn.Module):
         commit = self.beta * (flat - q.detach()).pow(2).mean()
         if self.training:
             self._update(flat.detach().float(), codes)
-        n = torch.bincount(codes, minlength=self.codebook_size).float()
+        n = code_counts(codes, self.codebook_size)                             # (K,)
         quantized = straight_through(flat, q).view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
         return VQOutput(quantized, codes.view(z.shape[0], *z.shape[2:]), commit, perplexity(n),
                         (n > 0).float().mean())
@@ -177,7 +208,6 @@ class VectorQuantizer(nn.Module):
             flat, codes = _gather(flat), _gather(codes)
         count, total = ema_update(self.count, self.total, flat, codes, self.decay)
         codebook = total / count.clamp_min(1e-5)[:, None]   # a dead code's ratio stays put: both decay
-        n = 0
         if self.restart_threshold > 0:
             codebook, count, total, n = restart_dead_codes(codebook, count, total, flat,
                                                            self.restart_threshold)
@@ -185,8 +215,8 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(codebook)
         self.count.copy_(count)
         self.total.copy_(total)
-        if n:                                               # the same n everywhere: counts agree
-            self._from_rank_0()
+        if self.restart_threshold > 0:                      # rank 0's restart vectors, every step:
+            self._from_rank_0()                             # no process asks whether any code died
 
     def _from_rank_0(self) -> None:
         """Every process takes rank 0's codebook (its random k-means start or restart vectors)."""

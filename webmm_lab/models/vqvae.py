@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import nn
 
 from .gpt import GPT, GPTConfig
@@ -77,6 +76,18 @@ def decoder(hop: int, width: int, dim: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.ReLU(), nn.Conv1d(width, 1, 3, padding=1))
 
 
+def magnitudes(x: torch.Tensor, n_fft: int, normalized: bool = False) -> torch.Tensor:
+    """STFT magnitudes (N, n_fft // 2 + 1, frames) of signals x (N, T): hop n_fft / 4, a Hann
+    window, centred with reflection (torchaudio's `Spectrogram(power=1)`); `normalized` divides
+    by the window's norm. The window is made on x's device: no copy from the host in a step."""
+    window = torch.hann_window(n_fft, device=x.device)                         # (n_fft,)
+    spec = torch.stft(x, n_fft, hop_length=n_fft // 4, window=window, center=True, pad_mode="reflect",
+                      onesided=True, return_complex=True)                      # (N, F, frames)
+    if normalized:
+        spec = spec / window.pow(2.0).sum().sqrt()
+    return spec.abs()
+
+
 def spectral_loss(x: torch.Tensor, y: torch.Tensor, n_ffts: tuple[int, ...] = (128, 512, 2048)) -> torch.Tensor:
     """Multi-resolution spectral loss: the mean squared difference of STFT magnitudes of
     x and y (B, 1, T) or (B, T), averaged over FFT sizes (hop n_fft / 4, Hann window; frames
@@ -88,9 +99,7 @@ def spectral_loss(x: torch.Tensor, y: torch.Tensor, n_ffts: tuple[int, ...] = (1
         raise ValueError(f"signals of {x.shape[-1]} samples are too short for an FFT of {min(sizes)}")
     total = x.new_zeros(())
     for n_fft in sizes:
-        spec = torchaudio.transforms.Spectrogram(n_fft, hop_length=n_fft // 4, power=1,
-                                                 normalized=True).to(x.device)
-        total = total + F.mse_loss(spec(x.float()), spec(y.float()))
+        total = total + F.mse_loss(magnitudes(x.float(), n_fft, True), magnitudes(y.float(), n_fft, True))
     return total / len(sizes)
 
 
@@ -98,8 +107,8 @@ def spectral_loss(x: torch.Tensor, y: torch.Tensor, n_ffts: tuple[int, ...] = (1
 def spectral_convergence(x: torch.Tensor, y: torch.Tensor, n_fft: int = 512) -> torch.Tensor:
     """|| |STFT(x)| - |STFT(y)| ||_F / || |STFT(x)| ||_F per clip (B,), x the reference:
     0 is a perfect reconstruction, 1 what silence scores."""
-    spec = torchaudio.transforms.Spectrogram(n_fft, hop_length=n_fft // 4, power=1).to(x.device)
-    sx, sy = spec(x.reshape(-1, x.shape[-1]).float()), spec(y.reshape(-1, y.shape[-1]).float())
+    sx = magnitudes(x.reshape(-1, x.shape[-1]).float(), n_fft)
+    sy = magnitudes(y.reshape(-1, y.shape[-1]).float(), n_fft)
     return (sx - sy).flatten(1).norm(dim=1) / sx.flatten(1).norm(dim=1).clamp_min(1e-8)
 
 
