@@ -58,15 +58,21 @@ def load_digits(split: str = "train", test_fraction: float = 0.2) -> ImageSet:
     return ImageSet(x, y, DIGIT_CLASSES, "digits", "scikit-learn digits (8x8, embedded)")
 
 
-def place_on_canvas(images: torch.Tensor, canvas: int, seed: int = 0) -> torch.Tensor:
-    """Each image (N, C, h, w) pasted at a random position of a black canvas (N, C, canvas,
-    canvas), the positions fixed by `seed`. One scatter, no loop over images."""
-    N, C, h, w = images.shape
+def canvas_positions(n: int, size: tuple[int, int], canvas: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (top, left) corners, (n,) each, at which `place_on_canvas` pastes n images of `size`
+    (h, w) on a `canvas` with `seed`."""
+    h, w = size
     if canvas < max(h, w):
         raise ValueError(f"a canvas of {canvas} pixels cannot hold {h}x{w} images")
     g = torch.Generator().manual_seed(seed)
-    top = torch.randint(canvas - h + 1, (N,), generator=g)
-    left = torch.randint(canvas - w + 1, (N,), generator=g)
+    top = torch.randint(canvas - h + 1, (n,), generator=g)
+    return top, torch.randint(canvas - w + 1, (n,), generator=g)
+
+
+def paste(images: torch.Tensor, canvas: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Each image (N, C, h, w) pasted with its top-left corner at (top[i], left[i]) of a black
+    canvas (N, C, canvas, canvas). One scatter, no loop over images."""
+    N, C, h, w = images.shape
     rows = (top[:, None] + torch.arange(h))[:, :, None].expand(N, h, w)         # (N, h, w)
     cols = (left[:, None] + torch.arange(w))[:, None, :].expand(N, h, w)
     out = images.new_zeros(N, C, canvas, canvas)
@@ -75,13 +81,22 @@ def place_on_canvas(images: torch.Tensor, canvas: int, seed: int = 0) -> torch.T
     return out
 
 
+def place_on_canvas(images: torch.Tensor, canvas: int, seed: int = 0) -> torch.Tensor:
+    """Each image (N, C, h, w) pasted at a random position of a black canvas (N, C, canvas,
+    canvas), the positions fixed by `seed` (`canvas_positions`)."""
+    return paste(images, canvas, *canvas_positions(len(images), images.shape[-2:], canvas, seed))
+
+
+CANVAS_SEEDS = {"train": 0, "test": 1}       # the positions of each split's digits on the canvas
+
+
 def load_digits_on_canvas(split: str = "train", canvas: int = 12) -> ImageSet:
     """scikit-learn's digits, each pasted at a random position of a black `canvas` x `canvas`
     image (positions fixed per split): the same real digits, but no longer aligned, so that a
     linear classifier on raw pixels fails while features that do not depend on position work
     (notebook 03). Same split and labels as `load_digits`."""
     d = load_digits(split)
-    x = place_on_canvas(d.images, canvas, seed=0 if split == "train" else 1)
+    x = place_on_canvas(d.images, canvas, seed=CANVAS_SEEDS[split])
     return ImageSet(x, d.labels, d.classes, "digits-canvas",
                     f"scikit-learn digits (8x8) at random positions on a {canvas}x{canvas} canvas")
 
