@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from webmm_lab.experiments.igpt import (IgptData, IgptSetup, build_igpt, complete, from_sequence,
-                                        layer_features, next_pixel_probs, probe_by_layer, shift,
+                                        layer_features, layer_names, next_pixel_probs, probe_by_layer, shift,
                                         to_sequence)
 from webmm_lab.models.gpt import GPT, GPTConfig
 
@@ -85,10 +85,12 @@ def test_layer_features_pool_every_layer(digits):
     _, data, model = digits
     seq = data.test_seq[:6]
     feats = layer_features(model, seq, batch=4)
-    assert len(feats) == 4 and all(f.shape == (6, 16) for f in feats)
-    emb = (model.wte(seq) + model.wpe(torch.arange(65))).mean(1)
-    assert torch.allclose(feats[0], emb, atol=1e-5)
-    assert torch.allclose(feats[-1], model.features(seq).mean(1), atol=1e-5)
+    assert len(feats) == model.cfg.n_layer + 1 == 3 and all(f.shape == (6, 16) for f in feats)
+    emb = model.wte(seq) + model.wpe(torch.arange(65))                          # (6, 65, 16)
+    with torch.no_grad():                                                       # the paper's n^0
+        assert torch.allclose(feats[0], model.blocks[0].ln_1(emb).mean(1), atol=1e-5)
+        assert torch.allclose(feats[-1], model.features(seq).mean(1), atol=1e-5)   # ln_f's output
+    assert layer_names(2) == ["emb", "block 1", "block 2 (final LN)"]
 
 
 def test_probe_by_layer_reads_labels(digits):
@@ -97,7 +99,7 @@ def test_probe_by_layer_reads_labels(digits):
     train_feats = [f[idx] for f in layer_features(model, data.train_seq)]
     acc = probe_by_layer(train_feats, data.train_labels[idx], layer_features(model, data.test_seq),
                          data.test_labels, 10)
-    assert len(acc) == 4 and all(0 <= a <= 1 for a in acc)
+    assert len(acc) == 3 and all(0 <= a <= 1 for a in acc)
     # the probe reads what the features hold: the same probe on features of shuffled labels
     # is near chance, on the true labels well above it
     shuffled = data.train_labels[idx][torch.randperm(400, generator=torch.Generator().manual_seed(0))]
@@ -137,3 +139,34 @@ def test_the_neighbour_counting_model_reads_local_texture():
     assert abs(neighbour_loss(noise[:300], noise[300:], 4, (5, 6)) - math.log(4)) < 0.15
     with pytest.raises(ValueError):
         neighbour_loss(train, test + 4, 4, (5, 6))                 # an id outside the palette
+
+
+def test_hand_made_baselines_move_digits_to_the_corner_and_count_local_patterns():
+    from webmm_lab.experiments.igpt import aligned_pixels, local_patterns
+    img = torch.zeros(2, 1, 5, 5)
+    img[0, 0, 2:4, 3] = 1.0                                   # a stroke at rows 2-3, column 3
+    img[1, 0, 0:2, 0] = 1.0                                   # the same stroke, in the corner
+    a = aligned_pixels(img)
+    assert a.shape == (2, 25) and torch.equal(a[0], a[1]) and a[0].sum() == 2
+    assert torch.equal(aligned_pixels(torch.zeros(1, 1, 3, 3)), torch.zeros(1, 9))    # blank stays blank
+    away = torch.zeros(2, 1, 6, 6)
+    away[0, 0, 1:3, 1] = 1.0
+    away[1, 0, 2:4, 3] = 1.0                                  # the same stroke elsewhere, off the border
+    p = local_patterns(away)
+    assert p.shape == (2, 1024) and torch.allclose(p.sum(1), torch.full((2,), 2.0))  # shares per threshold
+    assert torch.equal(p[0], p[1])                            # where a stroke is does not matter
+
+
+def test_the_same_place_spread_compares_digits_of_a_class_at_one_position():
+    from webmm_lab.data.images import canvas_positions, load_digits, load_digits_on_canvas, paste
+    from webmm_lab.experiments.igpt import same_place_spread
+    digits, placed = load_digits("test"), load_digits_on_canvas("test", canvas=12)
+    top, left = canvas_positions(len(digits), (8, 8), 12, seed=1)
+    assert torch.equal(paste(digits.images, 12, top, left), placed.images)     # the positions the data used
+    flat = lambda x: x[:, 0, 6:].flatten(1)
+    at_own = same_place_spread(digits.images, digits.labels, digits.labels[:20], top[:20], left[:20], 12, flat)
+    same = digits.labels[:, None] == digits.labels[None, :]
+    anywhere = torch.cdist(flat(placed.images), flat(placed.images), p=1)[same & ~torch.eye(len(same), dtype=bool)]
+    assert 0 < at_own < anywhere.mean() / flat(placed.images).shape[1]        # position no longer counts
+    with pytest.raises(ValueError, match="two are needed"):
+        same_place_spread(digits.images[:1], digits.labels[:1], digits.labels[:1], top[:1], left[:1], 12, flat)

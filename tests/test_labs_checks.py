@@ -309,11 +309,16 @@ def test_lab03_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab03 import check_layer_features
     from webmm_lab.experiments.igpt import layer_features
     assert check_layer_features(lambda m, s, layer: layer_features(m, s)[layer], seed=0, verbose=False)
-    last_position = lambda m, s, layer: m.hidden_states(s)[layer][:, -1]     # no pooling
+    norm = lambda m, layer: (list(m.blocks) + [None])[layer].ln_1 if layer < m.cfg.n_layer else m.ln_f
+    paper = lambda m, s, layer: norm(m, layer)(m.hidden_states(s)[layer]).mean(1)   # as the paper pools
+    assert check_layer_features(paper, seed=0, verbose=False)
+    last_position = lambda m, s, layer: norm(m, layer)(m.hidden_states(s)[layer])[:, -1]   # no pooling
     assert not check_layer_features(last_position, seed=0, verbose=False)
-    over_images = lambda m, s, layer: m.hidden_states(s)[layer].mean(0)      # pools the wrong axis
+    over_images = lambda m, s, layer: norm(m, layer)(m.hidden_states(s)[layer]).mean(0)    # the wrong axis
     assert not check_layer_features(over_images, seed=0, verbose=False)
-    off_by_one = lambda m, s, layer: m.hidden_states(s)[max(0, layer - 1)].mean(1)
+    raw_stream = lambda m, s, layer: m.hidden_states(s)[layer].mean(1)       # no layer norm before pooling
+    assert not check_layer_features(raw_stream, seed=0, verbose=False)
+    off_by_one = lambda m, s, layer: norm(m, layer)(m.hidden_states(s)[layer + 1]).mean(1)
     assert not check_layer_features(off_by_one, seed=0, verbose=False)
 
 

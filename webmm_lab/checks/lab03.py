@@ -81,15 +81,17 @@ def _features_inputs(gen: torch.Generator):
     side, colours = int(torch.randint(2, 5, (), generator=gen)), int(torch.randint(2, 9, (), generator=gen))
     model = GPT(GPTConfig(colours + 1, 1 + side * side, n_layer=layers, n_head=2, n_embd=width)).eval()
     ids = torch.randint(colours, (int(torch.randint(1, 6, (), generator=gen)), side, side), generator=gen)
-    layer = int(torch.randint(0, layers + 2, (), generator=gen))
+    layer = int(torch.randint(0, layers + 1, (), generator=gen))
     return (model, to_sequence(ids, colours), layer)
 
 
 def check_layer_features(fn: Callable[[GPT, torch.Tensor, int], torch.Tensor], **kw) -> CheckResult:
-    """Lab 03: fn(model, seq (N, 1 + HW), layer) -> (N, width): the activations of one layer
-    (0 = the embeddings, 1..n_layer the blocks, n_layer + 1 the final layer norm) averaged
-    over every position of each whole image, as Image GPT's linear probes read them."""
+    """Lab 03: fn(model, seq (N, 1 + HW), layer) -> (N, width): the residual stream after
+    `layer` (0 = the embeddings, 1..n_layer the blocks) through the layer norm that reads it
+    (block layer+1's ln_1, or ln_f after the last block), averaged over every position of each
+    whole image, as Image GPT's linear probes read them (Chen et al., 2020)."""
     return check_function(fn, lambda m, s, layer: layer_features(m, s)[layer], _features_inputs,
                           name="layer_features", trials=12, atol=1e-5,
-                          hint="the model can give you every layer's hidden states at once; "
-                          "average over the positions of a sequence, not over the images", **kw)
+                          hint="the model can give you every layer's hidden states at once; each "
+                          "is read through the layer norm of whatever comes next; average over the "
+                          "positions of a sequence, not over the images", **kw)

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import load
+from ..data.images import paste
 from ..data.world import SHAPES, render, sample_scenes
 from ..device import evaluating, seed_everything
 from ..ids import check_ids
@@ -217,14 +219,22 @@ def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
 
 def train_igpt(model: GPT, data: IgptData, setup: IgptSetup, *, run: str | None = None,
                evals: int = 5, device: torch.device | str | None = None, progress: bool = True,
-               stop_after: int | None = None) -> History:
+               stop_after: int | None = None, probe: bool = False) -> History:
     """Train on the course's loop to predict the next pixel (notebook 02's `lm_loss`), with the
     test loss measured `evals` times, in nats like the training loss (see `train` for `run` and
-    `stop_after`)."""
+    `stop_after`). With `probe`, each evaluation also fits the linear probe on every layer's
+    features and records the best layer's test accuracy ("probe"): the paper's relation of
+    generative loss and probe accuracy, read off the checkpoints of one run."""
+    def evaluate(m: GPT) -> dict[str, float]:
+        out = {"test_loss": data.bits_per_token(m) * math.log(2)}
+        if probe:
+            train_f, test_f = layer_features(m, data.train_seq), layer_features(m, data.test_seq)
+            out["probe"] = max(probe_by_layer(train_f, data.train_labels, test_f, data.test_labels,
+                                              len(data.classes)))
+        return out
     return train(model, lm_loss, data.batches(), steps=setup.steps, lr=setup.lr, run=run,
-                 eval_fn=lambda m: {"test_loss": data.bits_per_token(m) * math.log(2)},
-                 eval_every=max(1, setup.steps // evals), seed=setup.seed, device=device,
-                 progress=progress, stop_after=stop_after, setup=setup)
+                 eval_fn=evaluate, eval_every=max(1, setup.steps // evals), seed=setup.seed,
+                 device=device, progress=progress, stop_after=stop_after, setup=setup)
 
 
 @torch.no_grad()
@@ -263,14 +273,55 @@ def next_pixel_probs(model: GPT, seq: torch.Tensor, row: int) -> torch.Tensor:
 
 
 def layer_features(model: GPT, seq: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
-    """Average-pooled features of whole images `seq` (N, 1 + HW): one (N, width) tensor for the
-    embeddings, each block and the final layer norm (n_layer + 2 in all), as iGPT's probes."""
-    pooled = [[] for _ in range(model.cfg.n_layer + 2)]
+    """Image GPT's probe features of whole images `seq` (N, 1 + HW), as the paper takes them
+    (Chen et al., 2020, section 3.2): each layer's residual stream through the layer norm that
+    reads it (block l's first one, ln_f after the last block), averaged over every position. One
+    (N, width) tensor for the embeddings and for each block's output: n_layer + 1 in all, the
+    last the final layer norm's output."""
+    norms = [block.ln_1 for block in model.blocks] + [model.ln_f]
+    pooled = [[] for _ in norms]
     with evaluating(model) as device:
         for chunk in seq.split(batch):
-            for i, h in enumerate(model.hidden_states(chunk.to(device))):      # (b, 1 + HW, C)
-                pooled[i].append(h.float().mean(1).cpu())
+            states = model.hidden_states(chunk.to(device))[:-1]                # n_layer + 1 (b, T, C)
+            for i, (norm, h) in enumerate(zip(norms, states)):
+                pooled[i].append(norm(h).float().mean(1).cpu())
     return [torch.cat(p) for p in pooled]
+
+
+def layer_names(n_layer: int) -> list[str]:
+    """The names of `layer_features`' layers: 'emb', 'block 1', ..., 'block L (final LN)'."""
+    return ["emb"] + [f"block {i}" for i in range(1, n_layer)] + [f"block {n_layer} (final LN)"]
+
+
+def aligned_pixels(images: torch.Tensor) -> torch.Tensor:
+    """The raw pixels after moving each image's bounding box of non-zero pixels to the top-left
+    corner: (N, C, H, W) -> (N, C*H*W). A hand-made cure for digits placed anywhere on a
+    canvas, with no learning and no labels."""
+    N, C, H, W = images.shape
+    ink = images.abs().sum(1) > 0                                               # (N, H, W)
+    top = torch.where(ink.any(2).any(1), ink.any(2).float().argmax(1), 0)       # (N,) first inked row
+    left = torch.where(ink.any(1).any(1), ink.any(1).float().argmax(1), 0)      # (N,) first inked column
+    rows = torch.arange(H)[None, :] + top[:, None]                              # (N, H)
+    cols = torch.arange(W)[None, :] + left[:, None]                             # (N, W)
+    inside = (rows < H)[:, :, None] & (cols < W)[:, None, :]                    # (N, H, W)
+    n = torch.arange(N)[:, None, None]
+    moved = images[n, :, rows.clamp(max=H - 1)[:, :, None], cols.clamp(max=W - 1)[:, None, :]]   # (N, H, W, C)
+    return (moved * inside[..., None]).permute(0, 3, 1, 2).flatten(1)
+
+
+def local_patterns(images: torch.Tensor, thresholds: tuple[float, ...] = (0.0, 0.4)) -> torch.Tensor:
+    """A bag of local patterns: for each threshold, the share of every 3x3 binary pattern of
+    pixels above it, counted over all positions (zero-padded): (N, 512 * len(thresholds)).
+    Hand-made features that ignore where a stroke is and keep what it looks like."""
+    grey = images.float().mean(1, keepdim=True)                                 # (N, 1, H, W)
+    weights = 2 ** torch.arange(9.0)                                            # a 9-bit code per patch
+    out = []
+    for t in thresholds:
+        patches = F.unfold((grey > t).float(), 3, padding=1)                    # (N, 9, H*W)
+        codes = (patches * weights[None, :, None]).sum(1).long()                # (N, H*W) in 0..511
+        hist = torch.zeros(len(images), 512).scatter_add_(1, codes, torch.ones_like(codes, dtype=torch.float))
+        out.append(hist / codes.shape[1])
+    return torch.cat(out, 1)
 
 
 def probe_by_layer(train_feats: list[torch.Tensor], train_labels: torch.Tensor,
@@ -322,6 +373,26 @@ def completion_spread(samples: torch.Tensor, real: torch.Tensor, real_labels: to
     near_r = mean_distance(real, train).min(1).values.mean().item()
     return {"samples": within, "same class": between, "nearest train, samples": near_s,
             "nearest train, real": near_r}
+
+
+def same_place_spread(real: torch.Tensor, real_labels: torch.Tensor, labels: torch.Tensor,
+                      top: torch.Tensor, left: torch.Tensor, canvas: int,
+                      lower: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Mode collapse's fair reference on a canvas: for each image i (its label labels[i], its
+    digit pasted at (top[i], left[i])), the mean distance between the lower halves of two real
+    digits of its class pasted at that same place; averaged over the images. `real` (M, C, h, w)
+    are unplaced digits with `real_labels` (M,); `lower` maps canvases (n, C, canvas, canvas) to
+    lower halves (n, D) as the completions are measured."""
+    spreads = []
+    for i, c in enumerate(labels.tolist()):
+        members = real[real_labels == c]                                          # (m, C, h, w)
+        m = len(members)
+        if m < 2:
+            raise ValueError(f"class {c} has {m} real digit(s): two are needed to measure a spread")
+        placed = paste(members, canvas, top[i].expand(m), left[i].expand(m))      # (m, C, canvas, canvas)
+        halves = lower(placed)                                                    # (m, D)
+        spreads.append(mean_distance(halves, halves).sum() / (m * (m - 1)))
+    return torch.stack(spreads).mean().item()
 
 
 def train_digit_judge(images: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 400,
