@@ -396,6 +396,59 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_round_trip(stub, stub, pieces, verbose=False).message
 
 
+def _musenet_decoder(tokens, latest=False, floor=True):
+    """A student's MuseNet-form decoder; `latest` and `floor=False` are the mistakes of issue 36."""
+    import numpy as np
+    from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
+    now, rows, sounding = 0, [], {}
+    for t in tokens:
+        if t.startswith("wait:"):
+            now += int(t[5:])
+            continue
+        inst, vol, name = t.split(":")
+        key = (INSTRUMENTS.index(inst), pitch_number(name))
+        if vol != "v0":
+            sounding.setdefault(key, []).append(now)
+        elif sounding.get(key):
+            start = sounding[key].pop(-1 if latest else 0)
+            rows.append((start, now - start, *key))
+    hanging = [(s, max(1, now - s) if floor else now - s, *key) for key, starts in sounding.items() for s in starts]
+    return np.array(rows + hanging, dtype=np.int64).reshape(-1, 4), len(hanging)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, None])          # None: a random seed; the forced cases still catch it
+def test_lab04_checks_catch_the_mistakes_of_issue_36_whatever_the_seed(seed):
+    import numpy as np
+    from webmm_lab.checks.lab04 import TOK, check_decode, check_encode, check_musenet_decode, reference_decode
+    from webmm_lab.experiments.musenet import pitch_name
+
+    assert check_musenet_decode(_musenet_decoder, seed=seed, verbose=False)
+    latest = check_musenet_decode(lambda t: _musenet_decoder(t, latest=True), seed=seed, verbose=False)
+    assert not latest and "closed the latest sounding note" in latest.message, latest.message
+    no_floor = check_musenet_decode(lambda t: _musenet_decoder(t, floor=False), seed=seed, verbose=False)
+    assert not no_floor and "at least 1 step" in no_floor.message, no_floor.message
+
+    def wait_zero(notes):                                   # divmod's remainder written even when it is 0
+        out, now = [], 0
+        for o, d, i, p in notes[np.lexsort((notes[:, 3], notes[:, 2], notes[:, 0]))].tolist():
+            if o > now:
+                q, r = divmod(o - now, TOK.max_wait)
+                out += [f"wait:{TOK.max_wait}"] * q + [f"wait:{r}"]
+            now = o
+            out += [f"{TOK.instruments[i]}:{pitch_name(p)}", f"dur:{d}"]
+        return out
+    result = check_encode(wait_zero, seed=seed, verbose=False)
+    assert not result and "extra wait:0" in result.message, result.message
+
+    def last_note_zero(tokens):                             # a note at the very end gets 0 steps
+        notes = reference_decode(tokens).numpy().copy()
+        if tokens and tokens[-1] in TOK.index and TOK.is_note(np.array(TOK.index[tokens[-1]])):
+            notes[-1, 1] = 0
+        return notes
+    result = check_decode(last_note_zero, seed=seed, verbose=False)
+    assert not result and "lasts 1 step, not 0" in result.message, result.message
+
+
 def test_lab05_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab05 import check_ema_update, check_nearest_code, check_restart, check_straight_through
     from webmm_lab.kmeans import nearest
