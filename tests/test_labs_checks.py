@@ -511,6 +511,58 @@ def test_lab05_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_restart(stub, verbose=False).message
 
 
+def _restart_drawing(rows, dead_if=lambda count, threshold: count < threshold):
+    """A student's restart that takes rows(N, n_dead) of the batch for the codes dead_if picks."""
+    def restart(codebook, count, total, flat, threshold):
+        dead = dead_if(count, threshold)
+        n = int(dead.sum())
+        codebook, count, total = codebook.clone(), count.clone(), total.clone()
+        fresh = flat[rows(len(flat), n)]
+        codebook[dead], count[dead], total[dead] = fresh, threshold, threshold * fresh
+        return codebook, count, total, n
+    return restart
+
+
+def test_lab05_restart_check_catches_fixed_rows_and_the_threshold_itself():
+    from webmm_lab.checks.lab05 import check_restart
+
+    distinct = lambda N, n: torch.randperm(N)[:n] if n <= N else torch.randint(N, (n,))
+    state = torch.get_rng_state()
+    assert check_restart(_restart_drawing(distinct), verbose=False)
+    assert torch.equal(torch.get_rng_state(), state)                 # the caller's random state is kept
+    cases = [(lambda N, n: torch.arange(n) % N, "same rows every time"),                  # flat[:n_dead]
+             (lambda N, n: torch.randperm(N, generator=torch.Generator())[:n] % N, "same rows every time"),
+             (lambda N, n: torch.randperm(n) % N, "favour some rows"),                    # the first rows, shuffled
+             (lambda N, n: torch.randint(N, (n,)), "same vector")]                          # with replacement
+    for rows, pattern in cases:
+        result = check_restart(_restart_drawing(rows), verbose=False)
+        assert not result and pattern in result.message, result.message
+    at_threshold = check_restart(_restart_drawing(distinct, lambda c, t: c <= t), verbose=False)
+    assert not at_threshold and "equals the threshold" in at_threshold.message, at_threshold.message
+
+
+def test_lab05_nearest_code_check_refuses_loops_and_the_n_k_d_tensor():
+    import sys
+    from webmm_lab.checks.lab05 import check_nearest_code
+
+    right = {"one product": lambda x, c: (c.pow(2).sum(1)[None, :] - 2 * x @ c.T).argmin(1),
+             "einsum": lambda x, c: (c.pow(2).sum(1) - 2 * torch.einsum("nd,kd->nk", x, c)).argmin(1),
+             "chunks of rows": lambda x, c: torch.cat([torch.cdist(b, c).argmin(1) for b in x.split(256)])}
+    for name, fn in right.items():
+        assert check_nearest_code(fn, verbose=False), name
+    wrong = {"(N, K, D) differences": lambda x, c: (x[:, None] - c[None]).pow(2).sum(-1).argmin(1),
+             "(N, K, D) products": lambda x, c: ((c * c).sum(1) - 2 * (x[:, None] * c[None]).sum(-1)).argmin(1),
+             "(N, K, D) in numpy": lambda x, c: torch.from_numpy(
+                 ((x.numpy()[:, None] - c.numpy()[None]) ** 2).sum(-1).argmin(1)),
+             "loop over vectors": lambda x, c: torch.stack([((c - v) ** 2).sum(1).argmin() for v in x]),
+             "loop over codes": lambda x, c: torch.stack([((x - k) ** 2).sum(1) for k in c], 1).argmin(1)}
+    for name, fn in wrong.items():
+        result = check_nearest_code(fn, verbose=False)
+        pattern = "Python loop" if name.startswith("loop") else "(N, K, D) tensor of differences"
+        assert not result and pattern in result.message, (name, result.message)
+    assert sys.getprofile() is None                                  # the profiler is gone after the check
+
+
 def test_lab06_schedule_check_accepts_the_dvae_and_catches_other_ramps():
     from webmm_lab.checks.lab06 import check_schedule
     from webmm_lab.models.dvae import DiscreteVAE
