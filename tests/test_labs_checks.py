@@ -1,3 +1,4 @@
+import math
 import re
 from pathlib import Path
 
@@ -642,6 +643,31 @@ def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     for check in (check_gumbel_softmax, check_kl_to_uniform):
         assert "not implemented" in check(stub, seed=0, verbose=False).message
     assert "not implemented" in check_attention_mask(stub, verbose=False).message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, None])
+def test_lab06_checks_catch_the_mistakes_of_issue_35_whatever_the_seed(seed):
+    from webmm_lab.checks.lab06 import check_gumbel_softmax, check_schedule
+
+    def schedule(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup, low=0.0):
+        p = min(1.0, max(low, done))
+        return tau_start * (tau_end / tau_start) ** min(1.0, p / anneal_over), kl_weight * min(1.0, p / kl_warmup)
+    assert check_schedule(schedule, seed=seed, verbose=False)
+    unclamped = check_schedule(lambda *a, **k: schedule(*a, **k, low=-math.inf), seed=seed, verbose=False)
+    assert not unclamped and "was not clamped" in unclamped.message, unclamped.message
+
+    def gumbel(logits, tau, u, refuse=lambda t: t <= 0, sign=1.0, floor=0.0):
+        if refuse(tau):
+            raise ValueError(f"the temperature must be > 0, got {tau}")
+        return torch.softmax((logits + sign * -torch.log(-torch.log(u))) / max(tau, floor), 1)
+    assert check_gumbel_softmax(gumbel, seed=seed, verbose=False)
+    cases = [(dict(refuse=lambda t: t == 0), "tau = -0.5: returned normally"),        # a negative tau accepted
+             (dict(refuse=lambda t: t < 0.1), "tau = 0.0625: raised ValueError"),     # small ones refused
+             (dict(floor=0.1), "tau = 0.0625: output: values differ"),                # small ones raised to 0.1
+             (dict(sign=-1.0), "largest value is not at the code")]                   # the noise subtracted
+    for options, pattern in cases:
+        result = check_gumbel_softmax(lambda l, t, u: gumbel(l, t, u, **options), seed=seed, verbose=False)
+        assert not result and pattern in result.message, (options, result.message)
 
 
 def test_lab08_grad_cache_check_accepts_gradcache_and_catches_accumulation():
