@@ -136,7 +136,7 @@ def check_nearest_code(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         if problem:
             result = CheckResult("nearest_code", False, problem)
     if result:
-        result.message += f"; no loop and no (N, K, D) tensor at N, K, D = {BIG}"
+        result.message += "; no Python loop and no (N, K, D) tensor on a batch with N, K, D = {}, {}, {}".format(*BIG)
     return _report(result, verbose)
 
 
