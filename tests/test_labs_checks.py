@@ -1,3 +1,4 @@
+import math
 import re
 from pathlib import Path
 
@@ -401,6 +402,59 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_round_trip(stub, stub, pieces, verbose=False).message
 
 
+def _musenet_decoder(tokens, latest=False, floor=True):
+    """A student's MuseNet-form decoder; `latest` and `floor=False` are the mistakes of issue 36."""
+    import numpy as np
+    from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
+    now, rows, sounding = 0, [], {}
+    for t in tokens:
+        if t.startswith("wait:"):
+            now += int(t[5:])
+            continue
+        inst, vol, name = t.split(":")
+        key = (INSTRUMENTS.index(inst), pitch_number(name))
+        if vol != "v0":
+            sounding.setdefault(key, []).append(now)
+        elif sounding.get(key):
+            start = sounding[key].pop(-1 if latest else 0)
+            rows.append((start, now - start, *key))
+    hanging = [(s, max(1, now - s) if floor else now - s, *key) for key, starts in sounding.items() for s in starts]
+    return np.array(rows + hanging, dtype=np.int64).reshape(-1, 4), len(hanging)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, None])          # None: a random seed; the forced cases still catch it
+def test_lab04_checks_catch_the_mistakes_of_issue_36_whatever_the_seed(seed):
+    import numpy as np
+    from webmm_lab.checks.lab04 import TOK, check_decode, check_encode, check_musenet_decode, reference_decode
+    from webmm_lab.experiments.musenet import pitch_name
+
+    assert check_musenet_decode(_musenet_decoder, seed=seed, verbose=False)
+    latest = check_musenet_decode(lambda t: _musenet_decoder(t, latest=True), seed=seed, verbose=False)
+    assert not latest and "closed the latest sounding note" in latest.message, latest.message
+    no_floor = check_musenet_decode(lambda t: _musenet_decoder(t, floor=False), seed=seed, verbose=False)
+    assert not no_floor and "at least 1 step" in no_floor.message, no_floor.message
+
+    def wait_zero(notes):                                   # divmod's remainder written even when it is 0
+        out, now = [], 0
+        for o, d, i, p in notes[np.lexsort((notes[:, 3], notes[:, 2], notes[:, 0]))].tolist():
+            if o > now:
+                q, r = divmod(o - now, TOK.max_wait)
+                out += [f"wait:{TOK.max_wait}"] * q + [f"wait:{r}"]
+            now = o
+            out += [f"{TOK.instruments[i]}:{pitch_name(p)}", f"dur:{d}"]
+        return out
+    result = check_encode(wait_zero, seed=seed, verbose=False)
+    assert not result and "extra wait:0" in result.message, result.message
+
+    def last_note_zero(tokens):                             # a note at the very end gets 0 steps
+        notes = reference_decode(tokens).numpy().copy()
+        if tokens and tokens[-1] in TOK.index and TOK.is_note(np.array(TOK.index[tokens[-1]])):
+            notes[-1, 1] = 0
+        return notes
+    result = check_decode(last_note_zero, seed=seed, verbose=False)
+    assert not result and "lasts 1 step, not 0" in result.message, result.message
+
+
 def test_lab05_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab05 import check_ema_update, check_nearest_code, check_restart, check_straight_through
     from webmm_lab.kmeans import nearest
@@ -461,6 +515,58 @@ def test_lab05_checks_accept_the_reference_and_catch_mistakes():
         assert "not implemented" in check(stub, seed=0, verbose=False).message
     assert "not implemented" in check_straight_through(stub, verbose=False).message
     assert "not implemented" in check_restart(stub, verbose=False).message
+
+
+def _restart_drawing(rows, dead_if=lambda count, threshold: count < threshold):
+    """A student's restart that takes rows(N, n_dead) of the batch for the codes dead_if picks."""
+    def restart(codebook, count, total, flat, threshold):
+        dead = dead_if(count, threshold)
+        n = int(dead.sum())
+        codebook, count, total = codebook.clone(), count.clone(), total.clone()
+        fresh = flat[rows(len(flat), n)]
+        codebook[dead], count[dead], total[dead] = fresh, threshold, threshold * fresh
+        return codebook, count, total, n
+    return restart
+
+
+def test_lab05_restart_check_catches_fixed_rows_and_the_threshold_itself():
+    from webmm_lab.checks.lab05 import check_restart
+
+    distinct = lambda N, n: torch.randperm(N)[:n] if n <= N else torch.randint(N, (n,))
+    state = torch.get_rng_state()
+    assert check_restart(_restart_drawing(distinct), verbose=False)
+    assert torch.equal(torch.get_rng_state(), state)                 # the caller's random state is kept
+    cases = [(lambda N, n: torch.arange(n) % N, "same rows every time"),                  # flat[:n_dead]
+             (lambda N, n: torch.randperm(N, generator=torch.Generator())[:n] % N, "same rows every time"),
+             (lambda N, n: torch.randperm(n) % N, "favour some rows"),                    # the first rows, shuffled
+             (lambda N, n: torch.randint(N, (n,)), "same vector")]                          # with replacement
+    for rows, pattern in cases:
+        result = check_restart(_restart_drawing(rows), verbose=False)
+        assert not result and pattern in result.message, result.message
+    at_threshold = check_restart(_restart_drawing(distinct, lambda c, t: c <= t), verbose=False)
+    assert not at_threshold and "equals the threshold" in at_threshold.message, at_threshold.message
+
+
+def test_lab05_nearest_code_check_refuses_loops_and_the_n_k_d_tensor():
+    import sys
+    from webmm_lab.checks.lab05 import check_nearest_code
+
+    right = {"one product": lambda x, c: (c.pow(2).sum(1)[None, :] - 2 * x @ c.T).argmin(1),
+             "einsum": lambda x, c: (c.pow(2).sum(1) - 2 * torch.einsum("nd,kd->nk", x, c)).argmin(1),
+             "chunks of rows": lambda x, c: torch.cat([torch.cdist(b, c).argmin(1) for b in x.split(256)])}
+    for name, fn in right.items():
+        assert check_nearest_code(fn, verbose=False), name
+    wrong = {"(N, K, D) differences": lambda x, c: (x[:, None] - c[None]).pow(2).sum(-1).argmin(1),
+             "(N, K, D) products": lambda x, c: ((c * c).sum(1) - 2 * (x[:, None] * c[None]).sum(-1)).argmin(1),
+             "(N, K, D) in numpy": lambda x, c: torch.from_numpy(
+                 ((x.numpy()[:, None] - c.numpy()[None]) ** 2).sum(-1).argmin(1)),
+             "loop over vectors": lambda x, c: torch.stack([((c - v) ** 2).sum(1).argmin() for v in x]),
+             "loop over codes": lambda x, c: torch.stack([((x - k) ** 2).sum(1) for k in c], 1).argmin(1)}
+    for name, fn in wrong.items():
+        result = check_nearest_code(fn, verbose=False)
+        pattern = "Python loop" if name.startswith("loop") else "(N, K, D) tensor of differences"
+        assert not result and pattern in result.message, (name, result.message)
+    assert sys.getprofile() is None                                  # the profiler is gone after the check
 
 
 def test_lab06_schedule_check_accepts_the_dvae_and_catches_other_ramps():
@@ -542,6 +648,31 @@ def test_lab06_checks_accept_the_reference_and_catch_mistakes():
     for check in (check_gumbel_softmax, check_kl_to_uniform):
         assert "not implemented" in check(stub, seed=0, verbose=False).message
     assert "not implemented" in check_attention_mask(stub, verbose=False).message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, None])
+def test_lab06_checks_catch_the_mistakes_of_issue_35_whatever_the_seed(seed):
+    from webmm_lab.checks.lab06 import check_gumbel_softmax, check_schedule
+
+    def schedule(done, tau_start, tau_end, anneal_over, kl_weight, kl_warmup, low=0.0):
+        p = min(1.0, max(low, done))
+        return tau_start * (tau_end / tau_start) ** min(1.0, p / anneal_over), kl_weight * min(1.0, p / kl_warmup)
+    assert check_schedule(schedule, seed=seed, verbose=False)
+    unclamped = check_schedule(lambda *a, **k: schedule(*a, **k, low=-math.inf), seed=seed, verbose=False)
+    assert not unclamped and "was not clamped" in unclamped.message, unclamped.message
+
+    def gumbel(logits, tau, u, refuse=lambda t: t <= 0, sign=1.0, floor=0.0):
+        if refuse(tau):
+            raise ValueError(f"the temperature must be > 0, got {tau}")
+        return torch.softmax((logits + sign * -torch.log(-torch.log(u))) / max(tau, floor), 1)
+    assert check_gumbel_softmax(gumbel, seed=seed, verbose=False)
+    cases = [(dict(refuse=lambda t: t == 0), "tau = -0.5: returned normally"),        # a negative tau accepted
+             (dict(refuse=lambda t: t < 0.1), "tau = 0.0625: raised ValueError"),     # small ones refused
+             (dict(floor=0.1), "tau = 0.0625: output: values differ"),                # small ones raised to 0.1
+             (dict(sign=-1.0), "largest value is not at the code")]                   # the noise subtracted
+    for options, pattern in cases:
+        result = check_gumbel_softmax(lambda l, t, u: gumbel(l, t, u, **options), seed=seed, verbose=False)
+        assert not result and pattern in result.message, (options, result.message)
 
 
 def test_lab08_grad_cache_check_accepts_gradcache_and_catches_accumulation():

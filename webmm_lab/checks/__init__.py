@@ -1,7 +1,9 @@
-"""Checks for the labs: compare a student's function with the package's reference on fresh
-random inputs, and print PASS or a specific FAIL (shape, dtype, worst value difference, hint).
-This file holds the machinery; each lab's checks live in labNN.py beside it. Under
-`webmm-lab grade` every line printed here carries a seal (see webmm_lab/seal.py).
+"""Checks for the labs: compare a student's function with the package's reference on forced
+edge cases (`Case`: the inputs where an off-by-one, a `<=` for `<`, a missing clamp or a wrong
+sign shows) and on random inputs from a fixed seed, and print PASS or a specific FAIL (shape,
+dtype, worst value difference, the mistake a case recognises, hint). This file holds the
+machinery; each lab's checks live in labNN.py beside it. Under `webmm-lab grade` every line
+printed here carries a seal (see webmm_lab/seal.py).
 
     from webmm_lab.checks.lab00 import check_softmax
     check_softmax(my_softmax)   # PASS softmax: matches torch.softmax on 5 random inputs ...
@@ -9,7 +11,7 @@ This file holds the machinery; each lab's checks live in labNN.py beside it. Und
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -144,6 +146,62 @@ def check_function(student: Callable, reference: Callable, make_inputs: Callable
             return _report(CheckResult(name, False, text + (f". Hint: {hint}" if hint else "")), verbose)
     return _report(CheckResult(name, True, f"matches the reference on {trials} random inputs"
                                + (" (values and gradients)" if grad else "")), verbose)
+
+
+@dataclass
+class Case:
+    """A forced input: `what` it is (said in a FAIL), its arguments (a tuple, or a dict of
+    keywords), `why` it is there (said when it fails), and `mistakes`: pairs (test, sentence)
+    where test(your output) recognises a known wrong implementation and the sentence names it."""
+    what: str
+    inputs: Any
+    why: str = ""
+    mistakes: Sequence[tuple[Callable[[Any], bool], str]] = ()
+
+    def named_mistake(self, got: Any) -> str | None:
+        """The sentence of the first mistake whose test recognises `got`, if any."""
+        for test, sentence in self.mistakes:
+            try:
+                if test(got):
+                    return sentence
+            except Exception:                    # an output of another shape: not this mistake
+                continue
+        return None
+
+
+def failed_case(student: Callable, reference: Callable, cases: Sequence[Case], *,
+                atol: float = 1e-5, rtol: float = 1e-4, hint: str = "") -> str | None:
+    """None if `student` matches `reference` on every case, else what went wrong on the first
+    case that fails: the mistake it recognises, or the case, the difference and why it matters
+    (the case's `why`, else the hint)."""
+    for case in cases:
+        why = case.why or (f"Hint: {hint}" if hint else "")
+        try:
+            got = _call(student, _clone(case.inputs))
+        except NotImplementedError as e:
+            return f"not implemented yet ({e})"
+        except Exception as e:
+            return f"{case.what}: raised {type(e).__name__}: {e}. {why}".strip()
+        msg = compare_outputs(got, _call(reference, _clone(case.inputs)), atol, rtol)
+        if msg is not None:
+            named = case.named_mistake(got)
+            return f"{named} ({case.what}; {msg})" if named else f"{case.what}: {msg}. {why}".strip()
+    return None
+
+
+def check_with_cases(student: Callable, reference: Callable, cases: Sequence[Case],
+                     make_inputs: Callable[[torch.Generator], Any], *, name: str, seed: int | None = 0,
+                     verbose: bool = True, **kw) -> CheckResult:
+    """`failed_case` on the forced cases, then `check_function` on random inputs from `seed`
+    (fixed by default: the verdict does not depend on luck)."""
+    problem = failed_case(student, reference, cases, atol=kw.get("atol", 1e-5), rtol=kw.get("rtol", 1e-4),
+                          hint=kw.get("hint", ""))
+    if problem is not None:
+        return _report(CheckResult(name, False, problem), verbose)
+    result = check_function(student, reference, make_inputs, name=name, seed=seed, verbose=False, **kw)
+    if result:
+        result.message = result.message.replace(" on ", f" on {len(cases)} edge cases and ", 1)
+    return _report(result, verbose)
 
 
 def check_raises(student: Callable, inputs: Any, errors: tuple[type[BaseException], ...] = (ValueError,),
