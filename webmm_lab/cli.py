@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .grading import need_jupyter
 from .claims import format_table, load_code, load_results
@@ -66,14 +67,16 @@ def resolve_notebooks(names: list[str], folder: Path) -> list[Path]:
 
 
 def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 1200,
-                 store: bool = False, env: dict[str, str] | None = None) -> tuple[bool, float, str]:
+                 store: bool = False, env: dict[str, str] | None = None,
+                 transform: Callable | None = None) -> tuple[bool, float, str]:
     """Execute `path` top to bottom in a fresh kernel; write the executed copy to `out_dir`.
 
     Returns (ok, seconds, error summary); any failure (a cell's error, a cell past its time
     limit, a kernel that dies) is reported, never raised, and the executed copy is written
     anyway. With `store`, a clean run's outputs are written back to `path`, with the package
     modules it ran and where (notebook metadata "webmm_lab"; see `webmm-lab results --stale`).
-    `env` adds environment variables for the kernel.
+    `env` adds environment variables for the kernel; `transform(nb)` gives the notebook to run
+    instead (the report's cells; never stored).
     """
     need_jupyter()
     import nbformat
@@ -81,6 +84,10 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
+    if transform is not None:
+        if store:
+            raise ValueError("a transformed notebook is never stored")
+        nb = transform(nb)
     env = {**os.environ, **(env or {}), "WEBMM_PROFILE": profile, "WEBMM_RESULTS": str(out_dir.resolve())}
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -220,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "the package (webmm_lab/spreads/): the notebook shows it under its claims")
     p_run.add_argument("--no-one-thread", action="store_true",
                        help="with --seeds: skip the extra run with OMP_NUM_THREADS=1")
+    p_run.add_argument("--report", action="store_true",
+                       help="also measure what the run costs: seconds per section, each training loop's "
+                       "steps, samples per second and FLOPs, the precision, peak GPU memory, a T4 "
+                       "estimate; written to results/report/ (see webmm_lab/report.py)")
     p_res = sub.add_parser("results", help="print every recorded claim as a table")
     p_res.add_argument("--stale", action="store_true",
                        help="list the notebooks whose stored outputs or spread predate a change to "
@@ -278,6 +289,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      "are for tests: use --profile cpu")
     if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
         parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
+    if args.report and (args.store or args.seeds is not None):
+        parser.error("--report measures one run: drop --store and --seeds")
     if args.dry_run is not None:
         if args.store:
             parser.error("--store keeps real runs only; drop --dry-run or --store")
@@ -301,6 +314,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   "baseline):\n  " + "\n  ".join(failing))
             return 1
         return 0
+    if args.report:
+        return _report(books, profile, out, args.cell_timeout, env)
     failed = []
     for book in books:
         extra = "".join(f", {k}={v}" for k, v in env.items())
@@ -316,6 +331,30 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"\nfailed: {', '.join(failed)}")
         return 1
     return 0
+
+
+def _report(books: list[Path], profile: str, out: Path, cell_timeout: int, env: dict[str, str]) -> int:
+    """Run each notebook with the report's cells and write what it cost (webmm_lab/report.py)."""
+    import nbformat
+    from .report import build_report, format_report, instrumented, write_report
+    folder = out / "report"
+    failed = []
+    for book in books:
+        end_file = folder / f"{book.stem}.end.json"
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)     # every loop trains: none resumes
+        folder.mkdir(parents=True, exist_ok=True)
+        end_file.unlink(missing_ok=True)
+        print(f"running {book.name} (profile {profile}) with the report's cells ...", flush=True)
+        ok, seconds, error = run_notebook(book, profile, folder, cell_timeout, False,
+                                          {**env, "WEBMM_REPORT_FILE": str(end_file.resolve())},
+                                          transform=instrumented)
+        end = json.loads(end_file.read_text()) if end_file.is_file() else {}
+        executed = nbformat.read(folder / book.name, as_version=4)
+        rep = build_report(book.stem, executed, end, load_results(folder, [book.stem]), seconds, profile)
+        path = write_report(rep, folder)
+        print(format_report(rep) + f"\n  -> {path}" + (f"\n  FAILED: {error}" if error else ""), flush=True)
+        failed += [book.stem] if not ok else []
+    return 1 if failed else 0
 
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

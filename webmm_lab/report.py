@@ -1,0 +1,142 @@
+"""`webmm-lab run NN --report`: what a notebook costs, measured in one run.
+
+    webmm-lab run 05 --profile gpu --report              # on a GPU: the measurement to keep
+    webmm-lab run 05 --profile gpu --dry-run --report    # anywhere: sizes and FLOPs, 2 steps a loop
+
+The notebook runs as usual, with one cell of the package's put first and one put last (neither
+is stored). The first wraps the training loop: for every `train` call it records the run's name,
+the steps asked for and done, the seconds, the batch size, and the floating-point operations of
+one step (counted once, on the first step, with torch's `FlopCounterMode`). The last writes what
+the kernel knows at the end: the device, its precision, the peak GPU memory. The report adds the
+wall time of each section (the cells under each `## ` heading) and the notebook's claims, and
+estimates the time of the training on a Colab T4 from the FLOPs: at 25 % of its 65 TFLOP/s of
+fp16 tensor-core peak, a realistic share for small models. It goes to
+`results/report/<notebook>.json` and is printed as a table.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+T4_PEAK_FLOPS = 65e12            # fp16 tensor cores, NVIDIA's figure for the T4
+T4_SHARE = 0.25                  # of the peak that small models reach: the estimate's assumption
+T4_BUDGET_SECONDS = 600          # the gpu profile's budget per notebook (COURSE.md, Profiles)
+
+FIRST_CELL = '''# webmm-lab --report: record every training loop (this cell is not part of the notebook)
+import os as _os, sys as _sys, time as _time
+import webmm_lab as _w
+from torch.utils.flop_counter import FlopCounterMode as _Flops
+_loops, _train_mod = [], _sys.modules["webmm_lab.train"]
+_step, _train = _train_mod.train_step, _train_mod.train
+
+def _counted_step(forward, model, loss_fn, batch, *args, **kw):
+    rec = _loops[-1]
+    if rec["flops_per_step"] is None:
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        rec["batch"] = int(len(first)) if hasattr(first, "__len__") else None
+        with _Flops(display=False) as counter:
+            loss = _step(forward, model, loss_fn, batch, *args, **kw)
+        rec["flops_per_step"] = int(counter.get_total_flops())
+        return loss
+    return _step(forward, model, loss_fn, batch, *args, **kw)
+
+def _recorded_train(model, loss_fn, batch_fn, *args, **kw):
+    rec = {"run": kw.get("run"), "steps": kw.get("steps"), "flops_per_step": None, "batch": None}
+    _loops.append(rec)
+    t0 = _time.perf_counter()
+    history = _train(model, loss_fn, batch_fn, *args, **kw)
+    rec["seconds"] = round(_time.perf_counter() - t0, 2)
+    rec["steps_done"] = len(history.steps) - history.resumed_from if history.steps else 0
+    return history
+
+_train_mod.train_step, _train_mod.train, _w.train = _counted_step, _recorded_train, _recorded_train
+'''
+
+LAST_CELL = '''# webmm-lab --report: what the kernel knows at the end (this cell is not part of the notebook)
+import json as _json, torch as _torch
+from webmm_lab.device import describe as _describe, pick_device as _pick
+_dev = _pick()
+_end = {"loops": _loops, "device": _describe(_dev),
+        "peak_gpu_memory_gib": round(_torch.cuda.max_memory_allocated() / 2**30, 2) if _dev.type == "cuda" else None}
+with open(_os.environ["WEBMM_REPORT_FILE"], "w") as _f:
+    _json.dump(_end, _f)
+'''
+
+
+def instrumented(nb):
+    """A copy of notebook `nb` with the report's first and last cells added."""
+    import copy
+    import nbformat
+    out = copy.deepcopy(nb)
+    out.cells = [nbformat.v4.new_code_cell(FIRST_CELL)] + out.cells + [nbformat.v4.new_code_cell(LAST_CELL)]
+    return out
+
+
+def _seconds(cell) -> float:
+    """A cell's execution time from the timestamps nbclient records, 0 if it has none."""
+    times = cell.get("metadata", {}).get("execution", {})
+    start, end = times.get("iopub.execute_input"), times.get("shell.execute_reply")
+    if not start or not end:
+        return 0.0
+    parse = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def section_times(nb) -> dict[str, float]:
+    """Seconds spent in each section of an executed notebook: the cells under each `## `
+    heading (what comes before the first heading counts as "setup")."""
+    out, section = {}, "setup"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heads = [line[3:].strip() for line in cell.source.splitlines() if line.startswith("## ")]
+            section = heads[-1] if heads else section
+        elif cell.cell_type == "code":
+            out[section] = round(out.get(section, 0.0) + _seconds(cell), 2)
+    return out
+
+
+def t4_estimate(loops: list[dict]) -> tuple[float, float]:
+    """(training FLOPs in all, the seconds they take on a T4 at T4_SHARE of its fp16 peak): each
+    loop's counted FLOPs per step times the steps it asks for (a dry run's too)."""
+    flops = sum((r.get("flops_per_step") or 0) * (r.get("steps") or 0) for r in loops)
+    return float(flops), flops / (T4_PEAK_FLOPS * T4_SHARE)
+
+
+def build_report(notebook: str, executed, end: dict, claims: list, seconds: float, profile: str) -> dict:
+    """The report of one run: sections, loops (with samples per second), the estimate, claims."""
+    for r in end.get("loops", []):
+        done, secs = r.get("steps_done") or 0, r.get("seconds") or 0
+        r["samples_per_second"] = round(done * (r.get("batch") or 0) / secs, 1) if secs and r.get("batch") else None
+    flops, t4 = t4_estimate(end.get("loops", []))
+    return {"notebook": notebook, "profile": profile, "seconds": round(seconds, 1),
+            "sections": section_times(executed), "device": end.get("device", {}),
+            "peak_gpu_memory_gib": end.get("peak_gpu_memory_gib"), "loops": end.get("loops", []),
+            "training_flops": flops, "t4_estimate_seconds": round(t4, 1),
+            "claims": [{"name": c.name, "kind": c.kind, "measured": c.measured, "target": c.target,
+                        "compare": c.compare, "status": c.status, "baseline": c.baseline,
+                        "baseline_value": c.baseline_value} for c in claims]}
+
+
+def format_report(rep: dict) -> str:
+    """A report as text: the sections, the training loops, the estimate, the device."""
+    lines = [f"{rep['notebook']} ({rep['profile']} profile): {rep['seconds']:.0f} s, "
+             f"{rep['device'].get('device', '?')}, {rep['device'].get('mixed precision', '?')}"
+             + (f", peak GPU memory {rep['peak_gpu_memory_gib']} GiB" if rep.get("peak_gpu_memory_gib") else "")]
+    lines += [f"  section {name}: {secs:.1f} s" for name, secs in rep["sections"].items()]
+    for r in rep["loops"]:
+        rate = f", {r['samples_per_second']} samples/s" if r.get("samples_per_second") else ""
+        lines.append(f"  loop {r['run'] or '(unnamed)'}: {r.get('steps_done')}/{r['steps']} steps of "
+                     f"{r.get('batch')}, {r.get('seconds')} s{rate}, {(r.get('flops_per_step') or 0):.3g} FLOPs/step")
+    lines.append(f"  training FLOPs at the profile's steps: {rep['training_flops']:.3g}; on a T4 at "
+                 f"{T4_SHARE:.0%} of its fp16 peak: about {rep['t4_estimate_seconds']:.0f} s "
+                 f"(budget {T4_BUDGET_SECONDS} s)")
+    return "\n".join(lines)
+
+
+def write_report(rep: dict, folder: Path) -> Path:
+    """Write a report as JSON to folder/<notebook>.json; returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{rep['notebook']}.json"
+    path.write_text(json.dumps(rep, indent=1))
+    return path
