@@ -205,7 +205,8 @@ def test_the_wrong_label_and_shuffled_code_baselines_change_only_what_they_say()
     K, G = setup.codebook[-1], len(setup.genres)
     top = torch.arange(3 * 8).view(3, 8) % K                       # 3 clips, 8 top codes each
     mid = torch.arange(3 * 32).view(3, 32) % 16
-    codes = CodeSet({"val": [None, mid, top]}, {"val": torch.tensor([0, 1, 2])}, {"val": torch.tensor([2, 0, 1])})
+    codes = CodeSet({"val": [None, mid, top]}, {"val": torch.tensor([0, 1, 2])}, {"val": torch.tensor([2, 0, 1])},
+                    {"val": ["p", "q", "r"]})
     seen = []
 
     class Prior(nn.Module):
@@ -236,12 +237,19 @@ def test_the_wrong_label_and_shuffled_code_baselines_change_only_what_they_say()
             uppers.append((lower.clone(), upper.clone(), labels.clone()))
             return (lower[:, ::4] == upper).float().mean() + self.w  # 1 where the codes belong together
 
+    # two pieces, each rendered by two artists, clip by clip as the audio set orders them
+    top4, mid4 = torch.arange(4 * 8).view(4, 8) % K, torch.arange(4 * 32).view(4, 32) % 16
+    codes = CodeSet({"val": [None, mid4, top4]}, {"val": torch.tensor([0, 0, 1, 1])},
+                    {"val": torch.tensor([0, 1, 0, 1])}, {"val": ["a", "a", "b", "b"]})
     upsampler_loss(Up(), codes, setup, 1)
     aligned = uppers[-1]
-    upsampler_loss(Up(), codes, setup, 1, shuffle_upper=True)
-    shuffled = uppers[-1]
-    assert torch.equal(shuffled[0], aligned[0]) and torch.equal(shuffled[2], aligned[2])  # same codes, labels
-    assert torch.equal(shuffled[1], aligned[1].roll(1, 0))           # every clip another clip's upper codes
+    for upper_from, donors in (("another piece", [2, 3, 0, 1]), ("same piece", [1, 0, 3, 2])):
+        upsampler_loss(Up(), codes, setup, 1, upper_from=upper_from)
+        swapped = uppers[-1]
+        assert torch.equal(swapped[0], aligned[0]) and torch.equal(swapped[2], aligned[2])  # same codes, labels
+        assert torch.equal(swapped[1], aligned[1][donors])         # the donor clip's upper codes
+    with pytest.raises(ValueError, match="upper_from"):
+        upsampler_loss(Up(), codes, setup, 1, upper_from="shuffled")
 
 
 def test_dalle_losses_with_shuffled_captions_pair_each_image_with_the_next_scenes_caption():

@@ -149,17 +149,18 @@ def evaluate_levels(model: VQVAE, clips: torch.Tensor, batch: int = 32) -> dict[
 @dataclass
 class CodeSet:
     """Every clip's codes per split and level: codes[split][level] (n, S / hop) long (None for a
-    level not encoded), with genre and artist ids (n,)."""
+    level not encoded), with genre and artist ids (n,) and the piece each clip renders."""
     codes: dict[str, list[torch.Tensor]]
     genre: dict[str, torch.Tensor]
     artist: dict[str, torch.Tensor]
+    piece: dict[str, list[str]]
 
     @classmethod
     def encode(cls, model: VQVAE, data: JukeboxData, levels: tuple[int, ...] = (0, 1, 2),
                batch: int = 16) -> "CodeSet":
         """Encode every clip at `levels` (the others are left None: encoding costs time)."""
         with evaluating(model) as device:
-            codes, genre, artist = {}, {}, {}
+            codes, genre, artist, piece = {}, {}, {}, {}
             for split, audio in (("train", data.train_set), ("val", data.val_set), ("test", data.test_set)):
                 waves = data.waves(audio)
                 S = waves.shape[-1] // max(model.hops) * max(model.hops)
@@ -170,7 +171,22 @@ class CodeSet:
                                                  for x in waves.split(batch)])
                 genre[split] = torch.from_numpy(audio.style).long()
                 artist[split] = torch.from_numpy(audio.timbre).long()
-            return cls(codes, genre, artist)
+                piece[split] = list(audio.names)
+            return cls(codes, genre, artist, piece)
+
+    def partners(self, split: str, same_piece: bool) -> torch.Tensor:
+        """For each clip of `split`, the next clip (in order, cyclically) of another piece in the
+        same artist's timbre, or (same_piece) of the same piece in another timbre: (n,) indices."""
+        names, artist = self.piece[split], self.artist[split].tolist()
+        n, out = len(names), []
+        for i in range(n):
+            fits = [j for j in (i + k for k in range(1, n)) if
+                    (names[j % n] == names[i]) == same_piece and (artist[j % n] == artist[i]) != same_piece]
+            if not fits:
+                want = "the same piece in another timbre" if same_piece else "another piece in the same timbre"
+                raise ValueError(f"clip {i} of {split} has no partner: no clip of {want}")
+            out.append(fits[0] % n)
+        return torch.tensor(out)
 
     def windows(self, split: str, level: int, length: int, starts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Codes (len(rows), length) of `level` from each row's start."""
@@ -265,18 +281,22 @@ def upsampler_batch(codes: CodeSet, up: Upsampler, split: str, level: int, rows:
 
 
 def upsampler_loss(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: int = 1,
-                   split: str = "val", shuffle_upper: bool = False) -> float:
-    """Mean next-code loss of the upsampler on non-overlapping windows of every `split` clip.
-    With shuffle_upper, each clip's window gets the upper codes of another clip (the next one:
-    never its own), its labels kept: the baseline that says what the upper codes are worth."""
+                   split: str = "val", upper_from: str = "own") -> float:
+    """Mean next-code loss of the upsampler on non-overlapping windows of every `split` clip,
+    given the upper codes of the clip itself ("own"), or of another clip, its labels kept:
+    "another piece" (the next clip of another piece in the same timbre: what the upper codes
+    are worth) or "same piece" (the same piece in another timbre: how much of them is the
+    score rather than the sound)."""
+    if upper_from not in ("own", "another piece", "same piece"):
+        raise ValueError(f"upper_from must be 'own', 'another piece' or 'same piece', got {upper_from!r}")
     with evaluating(up) as device:
         n, Lu = len(codes.genre[split]), setup.up_len // up.ratio
+        donor = torch.arange(n) if upper_from == "own" else codes.partners(split, upper_from == "same piece")
         losses = []
         for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu):
             lower, upper, labels = upsampler_batch(codes, up, split, level, torch.arange(n),
                                                    torch.full((n,), s), Lu, setup)
-            if shuffle_upper:
-                upper = upper.roll(1, dims=0)                                # (n, Lu) another clip's
+            upper = upper[donor]                                             # (n, Lu) the donor clip's
             losses.append(up(lower.to(device), upper.to(device), labels.to(device)).item())
         return float(np.mean(losses))
 
