@@ -229,3 +229,34 @@ def test_the_held_out_filter_cases_are_scored_as_notebook_08_does():
     assert scores["false removals"] == pytest.approx(100 * spared_wrongly / (len(FILTER_CASES) - blocked))
     assert {c for c, *_ in scores["failures"]} == {c for c, b, _ in FILTER_CASES
                                                    if keyword_filter([c]).item() != b}
+
+
+def test_forms_come_from_unicodes_confusables_table():
+    import numpy as np
+    from webmm_lab.data.filter_forms import KINDS, confusables, forms, full_width, near_misses
+    table = confusables()
+    assert "\u0435" in table["e"] and "\u0415" in table["E"]          # Cyrillic е and Е
+    out = forms("grue", np.random.default_rng(0))
+    swapped = [f for f, kind in out if kind == "confusable letter"]
+    assert len(swapped) == sum(len(table[c]) + len(table[c.upper()]) for c in "grue")
+    assert "gru\u0435" in swapped and ("ｇｒｕｅ", "full width") in out and full_width("ab") == "ａｂ"
+    assert {kind for _, kind in out} == set(KINDS)
+    assert near_misses("grue", ["gruel", "grues", "true", "grue", "glue", "blue"]) == ["gruel", "true", "glue"]
+
+
+def test_the_filter_reads_unicodes_look_alikes_and_the_baselines_do_less():
+    from webmm_lab.data.filter_forms import KeywordTestSet
+    from webmm_lab.experiments.web import (block_nothing, exact_word_filter, nfkc_filter, normalise,
+                                           score_keyword_test, substring_filter)
+    assert normalise("GRU\u0415!") == "grue!" and normalise("\u0261rue") == "grue"   # capital Cyrillic Е, script g
+    assert normalise("g r u e l") == "g r u e l"                                     # ASCII letters keep theirs
+    caps = ["GRUE here", "ｇｒｕｅ here", "gru\u0435 here", "gruel here"]
+    assert exact_word_filter(caps, ("grue",)).tolist() == [True, False, False, False]
+    assert substring_filter(caps, ("grue",)).tolist() == [True, False, False, True]
+    assert nfkc_filter(caps, ("grue",)).tolist() == [True, True, False, False]
+    assert keyword_filter(caps, ("grue",)).tolist() == [True, True, True, False]
+    test = KeywordTestSet(("grue",), [(c, "k") for c in caps[:3]], [(caps[3], "plain")])
+    scores = score_keyword_test(keyword_filter, test)
+    assert (scores["caught"], scores["removed"], scores["J"]) == (100.0, 0.0, 100.0)
+    assert score_keyword_test(block_nothing, test)["J"] == 0.0
+    assert score_keyword_test(substring_filter, test)["J"] == pytest.approx(100 / 3 - 100)

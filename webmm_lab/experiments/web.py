@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..data.tokenizers import BPETokenizer
 from ..data.filter_cases import BLOCKLIST_KO
+from ..data.filter_forms import KeywordTestSet, confusables
 from ..data.images import unit_float
 from ..data.web import BLOCKLIST
 from ..device import evaluating
@@ -35,26 +37,35 @@ from .clip import END, ClipSetup, ClipWorld
 
 # ------------------------------------------------------------------ the keyword filter
 
-# Letters of other scripts that look like Latin ones (a few of Unicode's confusables, TR39):
-# a blocked word written with them reads the same to a person and differently to a byte match.
-CONFUSABLES = str.maketrans({
-    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "к": "k", "і": "i",
-    "ј": "j", "ѕ": "s", "ԛ": "q", "ԝ": "w", "һ": "h", "ո": "n", "ɡ": "g", "ɑ": "a", "ι": "i",
-    "ο": "o", "α": "a", "ν": "v", "κ": "k", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ε": "e",
-})
 KOREAN_PARTICLES = ("에서", "으로", "까지", "부터", "이", "가", "을", "를", "은", "는", "의", "에",
                     "와", "과", "도", "로", "만")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 
+@lru_cache(maxsize=1)
+def skeleton_table() -> dict[int, str]:
+    """{character: the lower-case ASCII letter it imitates}, for every character that Unicode's
+    confusables table (data.filter_forms.confusables) lists for a Latin letter, in the manner of
+    UTS #39's skeletons. ASCII letters keep their own identity (so "l" and "I" stay apart, as
+    words do); a character listed for several letters (Cyrillic І: I and l) maps to the first of
+    them alphabetically."""
+    groups: dict[str, set[str]] = {}
+    for letter, look_alikes in confusables().items():
+        for c in look_alikes:
+            groups.setdefault(c, set()).add(letter.lower())
+    return {ord(c): min(letters) for c, letters in groups.items()
+            if not (c.isascii() and c.isalpha()) and not HANGUL.match(c)}
+
+
 def normalise(text: str) -> str:
-    """Text as the keyword filter reads it: compatibility forms folded (NFKC: full-width
-    letters become plain ones), accents and other combining marks dropped, invisible
-    characters (zero-width spaces, soft hyphens) removed, look-alike letters of other scripts
-    mapped to the Latin letter they imitate, lower case. Hangul is kept as it is."""
+    """Text as the keyword filter reads it: accents and other combining marks dropped,
+    invisible format characters (zero-width spaces, soft hyphens) removed, compatibility forms
+    folded (NFKC: full-width letters become plain ones), every character Unicode lists as a
+    look-alike of a Latin letter mapped to it, lower case. Hangul is kept as it is."""
     decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf"))
-    return unicodedata.normalize("NFKC", kept).translate(CONFUSABLES).lower()
+    kept = unicodedata.normalize("NFKC", "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf")))
+    table = skeleton_table()
+    return kept.translate(table).casefold().translate(table)
 
 
 def words_of(text: str) -> list[str]:
@@ -101,6 +112,44 @@ def keyword_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST +
     block = {normalise(w) for w in blocklist}
     return torch.tensor([any(_stems(w) & block for w in candidate_words(words_of(t))) for t in captions],
                         dtype=torch.bool)
+
+
+def substring_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
+    """(n,) bool: a blocklist word anywhere in the lower-cased caption, even inside another word."""
+    return torch.tensor([any(w in c.lower() for w in blocklist) for c in captions], dtype=torch.bool)
+
+
+def exact_word_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
+    """(n,) bool: a blocklist word among the caption's lower-cased words, as written."""
+    block = set(blocklist)
+    return torch.tensor([bool(set(re.findall(r"[^\W_]+", c.lower())) & block) for c in captions], dtype=torch.bool)
+
+
+def nfkc_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
+    """(n,) bool: whole words after Unicode's NFKC and case folding, and nothing more: what the
+    standard library alone gives a filter."""
+    block = {unicodedata.normalize("NFKC", w).casefold() for w in blocklist}
+    return torch.tensor([bool(set(re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", c).casefold())) & block)
+                         for c in captions], dtype=torch.bool)
+
+
+def block_nothing(captions: list[str], blocklist: tuple[str, ...] = ()) -> torch.Tensor:
+    """(n,) bool, all False: the filter that removes nothing."""
+    return torch.zeros(len(captions), dtype=torch.bool)
+
+
+def score_keyword_test(filter_fn, test: KeywordTestSet) -> dict[str, float]:
+    """A keyword filter on a generated test set (`data.filter_forms.keyword_test_set`): the
+    blocked forms caught and the innocent captions removed (%), overall and by kind of form,
+    and caught minus removed ("J", Youden's index in points: 0 for a filter that does nothing)."""
+    caught = filter_fn([c for c, _ in test.blocked], test.blocklist)
+    removed = filter_fn([c for c, _ in test.innocent], test.blocklist)
+    by_kind = lambda rows, hits: {k: 100 * hits[[kind == k for _, kind in rows]].float().mean().item()
+                                  for k in dict.fromkeys(kind for _, kind in rows)}
+    out = {"caught": 100 * caught.float().mean().item(), "removed": 100 * removed.float().mean().item(),
+           "caught by kind": by_kind(test.blocked, caught), "removed by kind": by_kind(test.innocent, removed)}
+    out["J"] = out["caught"] - out["removed"]
+    return out
 
 
 def score_keyword_cases(filter_fn=None, cases=None) -> dict:
