@@ -315,7 +315,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 1
         return 0
     if args.report:
-        return _report(books, profile, out, args.cell_timeout, env)
+        from .report import report_notebooks
+        return report_notebooks(books, profile, out, args.cell_timeout, env, run_notebook)
     failed = []
     for book in books:
         extra = "".join(f", {k}={v}" for k, v in env.items())
@@ -331,30 +332,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"\nfailed: {', '.join(failed)}")
         return 1
     return 0
-
-
-def _report(books: list[Path], profile: str, out: Path, cell_timeout: int, env: dict[str, str]) -> int:
-    """Run each notebook with the report's cells and write what it cost (webmm_lab/report.py)."""
-    import nbformat
-    from .report import build_report, format_report, instrumented, write_report
-    folder = out / "report"
-    failed = []
-    for book in books:
-        end_file = folder / f"{book.stem}.end.json"
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)     # every loop trains: none resumes
-        folder.mkdir(parents=True, exist_ok=True)
-        end_file.unlink(missing_ok=True)
-        print(f"running {book.name} (profile {profile}) with the report's cells ...", flush=True)
-        ok, seconds, error = run_notebook(book, profile, folder, cell_timeout, False,
-                                          {**env, "WEBMM_REPORT_FILE": str(end_file.resolve())},
-                                          transform=instrumented)
-        end = json.loads(end_file.read_text()) if end_file.is_file() else {}
-        executed = nbformat.read(folder / book.name, as_version=4)
-        rep = build_report(book.stem, executed, end, load_results(folder, [book.stem]), seconds, profile)
-        path = write_report(rep, folder)
-        print(format_report(rep) + f"\n  -> {path}" + (f"\n  FAILED: {error}" if error else ""), flush=True)
-        failed += [book.stem] if not ok else []
-    return 1 if failed else 0
 
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

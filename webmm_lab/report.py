@@ -140,3 +140,29 @@ def write_report(rep: dict, folder: Path) -> Path:
     path = folder / f"{rep['notebook']}.json"
     path.write_text(json.dumps(rep, indent=1))
     return path
+
+
+def report_notebooks(books: list[Path], profile: str, out: Path, cell_timeout: int, env: dict[str, str],
+                     run_notebook) -> int:
+    """Run each notebook with the report's cells (`run_notebook`: the command line's runner),
+    write and print what it cost; 1 if a notebook failed."""
+    import shutil
+    import nbformat
+    from .claims import load_results
+    folder, failed = out / "report", []
+    for book in books:
+        end_file = folder / f"{book.stem}.end.json"
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)     # every loop trains: none resumes
+        folder.mkdir(parents=True, exist_ok=True)
+        end_file.unlink(missing_ok=True)
+        print(f"running {book.name} (profile {profile}) with the report's cells ...", flush=True)
+        ok, seconds, error = run_notebook(book, profile, folder, cell_timeout, False,
+                                          {**env, "WEBMM_REPORT_FILE": str(end_file.resolve())},
+                                          transform=instrumented)
+        end = json.loads(end_file.read_text()) if end_file.is_file() else {}
+        executed = nbformat.read(folder / book.name, as_version=4)
+        rep = build_report(book.stem, executed, end, load_results(folder, [book.stem]), seconds, profile)
+        path = write_report(rep, folder)
+        print(format_report(rep) + f"\n  -> {path}" + (f"\n  FAILED: {error}" if error else ""), flush=True)
+        failed += [book.stem] if not ok else []
+    return 1 if failed else 0
