@@ -58,13 +58,14 @@ def skeleton_table() -> dict[int, str]:
 
 
 def normalise(text: str) -> str:
-    """Text as the keyword filter reads it: accents and other combining marks dropped,
-    invisible format characters (zero-width spaces, soft hyphens) removed, compatibility forms
-    folded (NFKC: full-width letters become plain ones), every character Unicode lists as a
-    look-alike of a Latin letter mapped to it, lower case. Hangul is kept as it is."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Text as the keyword filter reads it: every character Unicode lists as a look-alike of a
+    Latin letter mapped to it (before and after the other steps), accents and other combining
+    marks dropped, invisible format characters (zero-width spaces, soft hyphens) removed,
+    compatibility forms folded (NFKC: full-width letters become plain ones), lower case. Hangul
+    is kept as it is."""
+    table = skeleton_table()                      # first: NFKD would split some look-alikes (ϲ, ˛)
+    decomposed = unicodedata.normalize("NFKD", text.translate(table))
     kept = unicodedata.normalize("NFKC", "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf")))
-    table = skeleton_table()
     return kept.translate(table).casefold().translate(table)
 
 
