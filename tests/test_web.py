@@ -260,3 +260,12 @@ def test_the_filter_reads_unicodes_look_alikes_and_the_baselines_do_less():
     assert (scores["caught"], scores["removed"], scores["J"]) == (100.0, 0.0, 100.0)
     assert score_keyword_test(block_nothing, test)["J"] == 0.0
     assert score_keyword_test(substring_filter, test)["J"] == pytest.approx(100 / 3 - 100)
+
+
+def test_the_dedup_baselines_a_thumbnail_and_every_pair():
+    from webmm_lab.experiments.dedup import all_pairs, blurred_pixels
+    assert all_pairs(4).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    thumbs = blurred_pixels(images, size=4)
+    assert thumbs.shape == (3, 48) and 0 <= thumbs.min() and thumbs.max() <= 1
+    assert torch.allclose(thumbs[0, :16].view(4, 4)[0, 0], images[0, 0, :4, :4].float().mean() / 255)

@@ -44,6 +44,17 @@ def colour_histograms(images: torch.Tensor, bins: int = 8, blur: int = 4) -> tor
     return torch.zeros(len(x), bins ** 3).scatter_add_(1, cell, torch.ones(cell.shape)).sqrt()
 
 
+def blurred_pixels(images: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """(n, 3 * size * size): each image averaged down to size x size pixels, the cheapest
+    descriptor a sceptic would try: a thumbnail, which keeps where things are."""
+    return F.adaptive_avg_pool2d(unit_float(images), size).flatten(1)
+
+
+def all_pairs(n: int) -> torch.Tensor:
+    """(n (n - 1) / 2, 2) long: every pair (i, j), i < j, of n items: brute force's candidates."""
+    return torch.triu_indices(n, n, offset=1).T
+
+
 def _earlier_within(close_fn, n: int, chunk: int = 1024) -> torch.Tensor:
     removed = torch.zeros(n, dtype=torch.bool)
     for start in range(0, n, chunk):
@@ -127,4 +138,4 @@ def score_dedup(removed: torch.Tensor, web: WebPairs) -> dict[str, float]:
             "removed": int(removed.sum())}
 
 
-__all__ = ["phash", "colour_histograms", "dedup_by_hash", "dedup_by_embedding", "candidate_pairs", "aligned_distance", "remove_later", "near_duplicates", "score_dedup"]
+__all__ = ["phash", "colour_histograms", "blurred_pixels", "all_pairs", "dedup_by_hash", "dedup_by_embedding", "candidate_pairs", "aligned_distance", "remove_later", "near_duplicates", "score_dedup"]
