@@ -123,3 +123,14 @@ def test_the_cross_validated_probe_chooses_its_weight_decay_on_held_out_folds(mo
     assert calls[-1] == (50, 1e-2)                                                  # then all of them
     with pytest.raises(ValueError, match="folds >= 2"):
         probe_module.fit_linear_probe_cv(f[:3], y[:3])
+
+
+def test_nearest_neighbour_takes_the_label_of_the_closest_training_example():
+    from webmm_lab.metrics import nearest_neighbour_accuracy
+    train_x = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    train_y = torch.tensor([0, 1, 2])
+    test_x = torch.tensor([[1.0, 1.0], [9.0, 2.0], [1.0, 8.0], [6.0, 0.0]])
+    assert nearest_neighbour_accuracy(train_x, train_y, test_x, torch.tensor([0, 1, 2, 1]), chunk=3) == 1.0
+    assert nearest_neighbour_accuracy(train_x, train_y, test_x, torch.tensor([0, 1, 2, 0])) == 0.75
+    with pytest.raises(ValueError, match="flatten"):
+        nearest_neighbour_accuracy(torch.zeros(3, 1, 2, 2), train_y, torch.zeros(1, 4), train_y[:1])

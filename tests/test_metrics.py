@@ -375,3 +375,39 @@ def test_the_label_only_reader_guesses_among_the_same_candidates():
     assert label_only_top1(genre, names, candidates=8, seed=3) == pytest.approx(
         100 * sum(1 / (1 + k) for k in same) / 30)
     assert all(names[j] != names[i] for i, p in enumerate(picks) for j in p.tolist())
+
+
+def test_kneser_ney_sums_to_one_and_matches_counting_by_hand():
+    from collections import Counter
+
+    from webmm_lab.experiments.gpt import bigram_loss
+    from webmm_lab.metrics import kneser_ney_loss
+    g = torch.Generator().manual_seed(0)
+    V, n, D = 5, 3, 0.75
+    train_ids = torch.randint(V, (400,), generator=g) * (torch.rand(400, generator=g) < 0.7)   # skewed counts
+    for h in ([0, 1], [4, 4], [3, 0]):                              # seen and unseen contexts
+        p = [math.exp(-kneser_ney_loss(train_ids, torch.tensor(h + [c]), V, n, D)) for c in range(V)]
+        assert sum(p) == pytest.approx(1, abs=1e-9)
+
+    t = train_ids.tolist()                                           # the textbook recursion, by hand
+    cnt = {k: Counter(tuple(t[i:i + k]) for i in range(len(t) - k + 1)) for k in range(1, n + 1)}
+    cont = {k: Counter(gram[1:] for gram in cnt[k + 1]) for k in range(1, n)}
+
+    def prob(h, c, k):
+        if k == 0:
+            return 1 / V
+        src = cnt[k] if k == n else cont[k]
+        ctx = tuple(h[len(h) - k + 1:]) if k > 1 else ()
+        rows = {gram: m for gram, m in src.items() if gram[:-1] == ctx}
+        tot = sum(rows.values())
+        if tot == 0:
+            return prob(h, c, k - 1)
+        return max(rows.get(ctx + (c,), 0) - D, 0) / tot + D * len(rows) / tot * prob(h, c, k - 1)
+
+    val = torch.randint(V, (30,), generator=g).tolist()
+    by_hand = -np.mean([math.log(prob(val[i - n + 1:i], val[i], n)) for i in range(n - 1, len(val))])
+    assert kneser_ney_loss(train_ids, torch.tensor(val), V, n, D) == pytest.approx(by_hand, rel=1e-9)
+    # with n = 2 it is a smoothed bigram model: close to add-one counting on plenty of text
+    assert abs(kneser_ney_loss(train_ids, torch.tensor(val), V, 2) - bigram_loss(train_ids, torch.tensor(val), V)) < 0.1
+    with pytest.raises(ValueError, match="at least 3"):
+        kneser_ney_loss(train_ids, torch.tensor([1, 2]), V, 3)
