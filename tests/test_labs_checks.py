@@ -368,28 +368,8 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     no_count = lambda t: (reference_musenet_decode(t)[0].numpy(), 0)           # never counts hanging notes
     assert not check_musenet_decode(no_count, seed=0, verbose=False)
 
-    from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
-
-    def decoder(tokens, hang_one_step=False):               # a student's decoder, and a variant
-        now, rows, sounding, hanging = 0, [], {}, 0
-        for t in tokens:
-            if t.startswith("wait:"):
-                now += int(t[5:])
-                continue
-            inst, vol, name = t.split(":")
-            key = (INSTRUMENTS.index(inst), pitch_number(name))
-            if vol != "v0":
-                sounding.setdefault(key, []).append(now)
-            elif sounding.get(key):
-                start = sounding[key].pop(0)
-                rows.append((start, now - start, *key))
-        for key, starts in sounding.items():
-            for start in starts:
-                rows.append((start, 1 if hang_one_step else max(1, now - start), *key))
-                hanging += 1
-        return np.array(rows, dtype=np.int64).reshape(-1, 4), hanging
-    assert check_musenet_decode(decoder, seed=0, verbose=False)
-    assert not check_musenet_decode(lambda t: decoder(t, hang_one_step=True), seed=0, verbose=False)
+    assert check_musenet_decode(_musenet_decoder, seed=0, verbose=False)
+    assert not check_musenet_decode(lambda t: _musenet_decoder(t, hang_one_step=True), seed=0, verbose=False)
 
     pieces = [p for p in load("music", split="all").pieces if p.style == "bach"][:5]
     assert check_round_trip(reference_encode, lambda t: reference_decode(t).numpy(), pieces, verbose=False)
@@ -402,8 +382,9 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     assert "not implemented" in check_round_trip(stub, stub, pieces, verbose=False).message
 
 
-def _musenet_decoder(tokens, latest=False, floor=True):
-    """A student's MuseNet-form decoder; `latest` and `floor=False` are the mistakes of issue 36."""
+def _musenet_decoder(tokens, latest=False, floor=True, hang_one_step=False):
+    """A student's MuseNet-form decoder; `latest`, `floor=False` and `hang_one_step` (every note
+    still sounding at the end lasts 1 step) are mistakes the checks must catch."""
     import numpy as np
     from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
     now, rows, sounding = 0, [], {}
@@ -418,7 +399,8 @@ def _musenet_decoder(tokens, latest=False, floor=True):
         elif sounding.get(key):
             start = sounding[key].pop(-1 if latest else 0)
             rows.append((start, now - start, *key))
-    hanging = [(s, max(1, now - s) if floor else now - s, *key) for key, starts in sounding.items() for s in starts]
+    last = lambda s: 1 if hang_one_step else max(1, now - s) if floor else now - s
+    hanging = [(s, last(s), *key) for key, starts in sounding.items() for s in starts]
     return np.array(rows + hanging, dtype=np.int64).reshape(-1, 4), len(hanging)
 
 
