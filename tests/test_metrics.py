@@ -334,9 +334,9 @@ def test_confidence_is_the_probability_of_the_chosen_class():
     assert ((conf["similarity"] >= -1 - 1e-5) & (conf["similarity"] <= 1 + 1e-5)).all()   # a cosine
 
 
-def test_score_rolls_mark_every_sounding_note_and_retrieval_is_scored_by_hand():
+def test_score_rolls_mark_every_sounding_note_and_windows_line_up():
     from webmm_lab.data.music import load_music
-    from webmm_lab.experiments.sound_score import LOW, SoundScore, retrieval_top1, score_rolls
+    from webmm_lab.experiments.sound_score import LOW, cut, frames_per_step, score_rolls
     piece = load_music("all").pieces[0]
     roll = score_rolls([piece.name], seconds=4.0)[0]                   # 24 sixteenths at 90 bpm
     assert roll.shape == (61, 24)
@@ -348,33 +348,70 @@ def test_score_rolls_mark_every_sounding_note_and_retrieval_is_scored_by_hand():
     with pytest.raises(KeyError, match="no piece"):
         score_rolls(["nowhere/none"], 4.0)
 
-    class Oracle(SoundScore):                                           # sound i and score i agree
+    fps = frames_per_step()                                             # 16 kHz, hop 256, 90 bpm
+    assert fps == pytest.approx(16000 / 256 / 6)
+    mels = torch.arange(251.0).expand(3, 64, 251).clone() + 1000 * torch.arange(3.0)[:, None, None]
+    rolls = torch.arange(24.0).expand(3, 61, 24).clone() + 1000 * torch.arange(3.0)[:, None, None]
+    sound, score = cut(mels, rolls, torch.tensor([2, 0]), torch.tensor([6, 12]), steps=12)
+    assert score.shape == (2, 61, 12) and sound.shape == (2, 64, round(12 * fps))
+    assert torch.equal(score[0, 5], 2000 + torch.arange(6.0, 18)) and torch.equal(score[1, 0], torch.arange(12.0, 24))
+    assert sound[0, 3, 0] == 2000 + round(6 * fps) and sound[1, 0, -1] == round(12 * fps) + 124   # 125 frames on
+    with pytest.raises(ValueError, match="runs past"):
+        cut(mels, rolls, torch.tensor([0]), torch.tensor([13]), steps=12)
+
+
+def _sound_score_set(pieces: int = 10, renderings: int = 3):
+    """Clips whose every mel frame and roll step hold their piece id: (mels, rolls, piece ids)."""
+    from webmm_lab.experiments.sound_score import piece_ids
+    names = [f"p{i // renderings}" for i in range(pieces * renderings)]
+    ids = piece_ids(names)
+    return ids.float()[:, None, None].expand(-1, 64, 251).clone(), ids.float()[:, None, None].expand(-1, 61, 24).clone(), ids
+
+
+def test_retrieval_is_scored_by_hand_among_other_pieces_of_the_genre():
+    from webmm_lab.experiments.sound_score import SoundScore, candidates, retrieval, test_starts
+    mels, rolls, pieces = _sound_score_set()
+    genres = pieces // 5                                               # two genres of 5 pieces
+
+    class Oracle(SoundScore):                                           # reads the piece off both sides
         def forward(self, mels, rolls):
-            e = torch.eye(len(mels))
-            return e, e
-    names = [f"p{i // 3}" for i in range(30)]                          # 10 pieces, 3 renderings each
-    x = torch.zeros(30, 64, 8)
-    assert retrieval_top1(Oracle(), x, torch.zeros(30, 61, 24), names, candidates=8) == 100.0
+            return F.one_hot(mels[:, 0, 0].long(), 10).float(), F.one_hot(rolls[:, 0, 0].long(), 10).float()
 
     class Blind(SoundScore):                                            # every score looks the same
         def forward(self, mels, rolls):
-            return torch.ones(len(mels), 4) / 2, torch.ones(len(mels), 4) / 2
-    assert retrieval_top1(Blind(), x, torch.zeros(30, 61, 24), names, candidates=8) == 0.0   # ties are misses
+            return torch.ones(len(mels), 4) / 2, torch.ones(len(rolls), 4) / 2
+    assert test_starts(24) == (0, 6, 12) and test_starts(12) == (0,)
+    r = retrieval(Oracle(), mels, rolls, pieces, genres, n=8)
+    assert r == {"top1": 100.0, "genre only": pytest.approx(100 / 8)}   # within a genre the genre tells nothing
+    assert retrieval(Blind(), mels, rolls, pieces, genres, n=8)["top1"] == 0.0   # ties are misses
     with pytest.raises(ValueError, match="distractors"):
-        retrieval_top1(Oracle(), x, torch.zeros(30, 61, 24), names, candidates=16)
+        retrieval(Oracle(), mels, rolls, pieces, genres, n=14)         # 4 other pieces x 3 windows = 12
+    truth, picks = candidates(pieces, genres, (0, 6, 12), n=8, same_genre=True, seed=3)
+    q_piece = pieces.repeat_interleave(3)
+    assert torch.equal(truth // 3, q_piece) and torch.equal(truth % 3, torch.arange(3).repeat(30))
+    assert ((picks // 3) != q_piece[:, None]).all() and (genres[picks // 3 * 3] == genres[q_piece * 3][:, None]).all()
+    assert len({tuple(p) for p in picks.tolist()}) > 30                # drawn, not one fixed list
+    truth, picks = candidates(pieces, genres, (0, 6, 12), n=8, same_genre=False, seed=3)
+    same = (genres[picks // 3 * 3] == genres[q_piece * 3][:, None]).sum(1).float()
+    any_genre = retrieval(Oracle(), mels, rolls, pieces, genres, n=8, same_genre=False, seed=3)
+    assert any_genre["genre only"] == pytest.approx(100 * (1 / (1 + same)).mean().item())
 
 
-def test_the_label_only_reader_guesses_among_the_same_candidates():
-    from webmm_lab.experiments.sound_score import distractors, label_only_top1
-    names = [f"p{i // 3}" for i in range(30)]                          # 10 pieces, 3 renderings each
-    assert label_only_top1([0] * 30, names, candidates=8) == pytest.approx(100 / 8)   # one label: chance
-    assert label_only_top1(list(range(30)), names, candidates=8) == 100.0            # every label its own
-    genre = [i // 15 for i in range(30)]                               # two genres of 5 pieces each
-    picks = distractors(names, candidates=8, seed=3)
-    same = [int(sum(genre[j] == genre[i] for j in p.tolist())) for i, p in enumerate(picks)]
-    assert label_only_top1(genre, names, candidates=8, seed=3) == pytest.approx(
-        100 * sum(1 / (1 + k) for k in same) / 30)
-    assert all(names[j] != names[i] for i, p in enumerate(picks) for j in p.tolist())
+def test_a_pair_batch_holds_each_piece_once():
+    from webmm_lab.experiments.sound_score import pair_batches
+    mels, rolls, pieces = _sound_score_set()
+    fn = pair_batches(mels, rolls, pieces, batch=8, window=12, seed=0)
+    seen = set()
+    for step in range(20):
+        sound, score = fn(step)
+        assert sound.shape == (8, 64, 125) and score.shape == (8, 61, 12)
+        ids = score[:, 0, 0].long()
+        assert len(set(ids.tolist())) == 8 and torch.equal(ids, sound[:, 0, 0].long())   # pairs match
+        seen |= set(ids.tolist())
+    assert seen == set(range(10))
+    assert pair_batches(mels, rolls, pieces, batch=64)(0)[1].shape[0] == 10            # at most one per piece
+    with pytest.raises(ValueError, match="same number of renderings"):
+        pair_batches(mels[:-1], rolls[:-1], pieces[:-1])
 
 
 def test_kneser_ney_sums_to_one_and_matches_counting_by_hand():
@@ -411,3 +448,13 @@ def test_kneser_ney_sums_to_one_and_matches_counting_by_hand():
     assert abs(kneser_ney_loss(train_ids, torch.tensor(val), V, 2) - bigram_loss(train_ids, torch.tensor(val), V)) < 0.1
     with pytest.raises(ValueError, match="at least 3"):
         kneser_ney_loss(train_ids, torch.tensor([1, 2]), V, 3)
+
+
+def test_resampling_keeps_what_the_lower_rate_can_hold_and_drops_the_rest():
+    from webmm_lab.experiments.jukebox import resampled
+    from webmm_lab.models.vqvae import spectral_convergence
+    t = torch.arange(16384) / 16000
+    low, high = torch.sin(2 * math.pi * 440 * t)[None, None], torch.sin(2 * math.pi * 3000 * t)[None, None]
+    assert resampled(low, 8).shape == low.shape
+    assert spectral_convergence(low, resampled(low, 8)).item() < 0.05          # 440 Hz < 1 kHz: kept
+    assert spectral_convergence(high, resampled(high, 8)).item() > 0.95        # 3 kHz > 1 kHz: gone

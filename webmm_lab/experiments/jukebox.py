@@ -146,6 +146,16 @@ def evaluate_levels(model: VQVAE, clips: torch.Tensor, batch: int = 32) -> dict[
                 "perplexity": np.array(ppl)}
 
 
+def resampled(clips: torch.Tensor, hop: int, sample_rate: int = 16_000) -> torch.Tensor:
+    """Clips (n, 1, T) taken down to 1/hop of their sample rate and back (torchaudio's
+    band-limited resampling): a level's cheap rival, keeping as many numbers a second as the level
+    keeps codes, each a float rather than one of K codes."""
+    import torchaudio.functional as AF
+
+    low = AF.resample(clips, sample_rate, sample_rate // hop)
+    return AF.resample(low, sample_rate // hop, sample_rate)[..., :clips.shape[-1]]
+
+
 @dataclass
 class CodeSet:
     """Every clip's codes per split and level: codes[split][level] (n, S / hop) long (None for a
@@ -350,7 +360,7 @@ def tokens_per_minute(hops: tuple[int, ...], sample_rate: int) -> list[int]:
     return [60 * sample_rate // h for h in hops]
 
 
-__all__ = ["LEVELS", "JukeboxSetup", "JukeboxData", "build_vqvae", "train_vqvae", "evaluate_levels",
+__all__ = ["LEVELS", "JukeboxSetup", "JukeboxData", "build_vqvae", "train_vqvae", "evaluate_levels", "resampled",
            "CodeSet", "build_prior", "prior_tokens", "prior_batches", "prior_loss", "train_prior",
            "sample_top", "build_upsampler", "upsampler_loss", "train_upsampler", "logmel_features",
            "train_genre_judge", "tokens_per_minute"]

@@ -3,13 +3,18 @@ and its score, the talk's "every modality the web has" with the course's own two
 
     mels = log_mels(audio.waves)                            # (n, 64, frames): what is heard
     rolls = score_rolls(audio.names, seconds=4.0)           # (n, 61, 24): what is written
+    pieces = piece_ids(audio.names)                         # (n,): which clips share a score
     model = SoundScore(seed=0)
-    train_sound_score(model, mels, rolls, steps=300)        # the course's loop, CLIP's loss
-    top1 = retrieval_top1(model, mels, rolls, names, candidates=16)   # find each clip's score
+    train_sound_score(model, mels, rolls, pieces, steps=300)   # random 2 s windows, CLIP's loss
+    r = retrieval(model, mels, rolls, pieces, genres)       # each window finds its own score
 
-A clip and its score are a pair; the other pairs of the batch are the negatives, as in CLIP. At
-test time a clip of a held-out piece must pick its own score among 16 (15 of other pieces):
-chance is 1 in 16.
+A window of a clip and the same seconds of its score are a pair; the other pairs of the batch
+are the negatives, as in CLIP. A batch holds one rendering of each piece it draws, so no
+"negative" is another rendering of the same score. Both towers see pitch: the sound tower
+reads the mel bands as channels, the score tower the roll's pitches as channels, and both
+pool over time only. At test time a window of a held-out piece must pick its own score among
+16 windows, the 15 others drawn from other pieces of the same genre: a reader that knows the
+genre alone is at chance, 1 in 16.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from ..models.contrastive import LOGIT_SCALE_INIT, clip_loss
 from ..train import History, step_generator, train
 
 LOW, HIGH = 36, 96                       # the pitches a roll keeps (the course's voices)
+WINDOW = 12                              # sixteenths per window: 2 s at 90 bpm
 
 
 def log_mels(waves: np.ndarray | torch.Tensor, sample_rate: int = 16_000, n_mels: int = 64,
@@ -35,6 +41,11 @@ def log_mels(waves: np.ndarray | torch.Tensor, sample_rate: int = 16_000, n_mels
     mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=hop, n_mels=n_mels)
     m = (mel(torch.as_tensor(waves).float()) + 1e-6).log()                     # (n, n_mels, frames)
     return (m - m.mean((1, 2), keepdim=True)) / (m.std((1, 2), keepdim=True) + 1e-6)
+
+
+def frames_per_step(tempo: float = 90, sample_rate: int = 16_000, hop: int = 256) -> float:
+    """Mel frames per sixteenth note (10.4 at 90 bpm, 16 kHz, hop 256)."""
+    return sample_rate / hop * 60 / tempo / GRID
 
 
 def score_rolls(names: list[str], seconds: float, tempo: float = 90) -> torch.Tensor:
@@ -54,71 +65,128 @@ def score_rolls(names: list[str], seconds: float, tempo: float = 90) -> torch.Te
     return rolls
 
 
-class SoundScore(nn.Module):
-    """Two small towers into one embedding space: 1-D convolutions over the mel frames, 2-D
-    convolutions over the piano roll, each average-pooled, projected and normalised; a learned
-    logit scale, as CLIP's."""
+def piece_ids(names: list[str]) -> torch.Tensor:
+    """(n,) long: the same id for clips of the same piece (its renderings share a score)."""
+    return torch.from_numpy(np.unique(np.asarray(names), return_inverse=True)[1].reshape(-1)).long()
 
-    def __init__(self, n_mels: int = 64, width: int = 64, dim: int = 64, seed: int = 0):
+
+def cut(mels: torch.Tensor, rolls: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
+        steps: int = WINDOW, fps: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of `steps` sixteenths from clips `rows` (B,) at sixteenths `starts` (B,), one
+    gather each: sounds (B, n_mels, steps * fps) and scores (B, pitches, steps)."""
+    fps = fps or frames_per_step()
+    if int((starts + steps).max()) > rolls.shape[-1]:
+        raise ValueError(f"a window of {steps} sixteenths from {int(starts.max())} runs past the "
+                         f"clips' {rolls.shape[-1]}")
+    frames = int(round(steps * fps))
+    f0 = (starts * fps).round().long().clamp(max=mels.shape[-1] - frames)            # (B,)
+    t = f0[:, None] + torch.arange(frames)                                          # (B, frames)
+    s = starts[:, None] + torch.arange(steps)                                       # (B, steps)
+    return mels[rows[:, None], :, t].transpose(1, 2), rolls[rows[:, None], :, s].transpose(1, 2)
+
+
+class SoundScore(nn.Module):
+    """Two small towers into one embedding space: 1-D convolutions over time reading the mel
+    bands (sound) or the roll's pitches (score) as channels, so both see pitch; each averaged
+    over time, projected and normalised; a learned logit scale, as CLIP's."""
+
+    def __init__(self, n_mels: int = 64, pitches: int = HIGH - LOW + 1, width: int = 64, dim: int = 64,
+                 seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.sound = nn.Sequential(                                             # (B, n_mels, T)
+        self.sound = nn.Sequential(                                             # (B, n_mels, frames)
             nn.Conv1d(n_mels, width, 5, padding=2), nn.GELU(),
             nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU(),
             nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU(),
             nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, dim))       # (B, dim)
-        self.score = nn.Sequential(                                             # (B, 1, pitches, steps)
-            nn.Conv2d(1, width // 2, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, dim))       # (B, dim)
+        self.score = nn.Sequential(                                             # (B, pitches, steps)
+            nn.Conv1d(pitches, width, 3, padding=1), nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, dim))       # (B, dim)
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def forward(self, mels: torch.Tensor, rolls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-length embeddings of sounds (B, n_mels, T) and of scores (B, pitches, steps)."""
-        return (F.normalize(self.sound(mels), dim=-1), F.normalize(self.score(rolls[:, None]), dim=-1))
+        """Unit-length embeddings of sounds (B, n_mels, frames) and of scores (B, pitches, steps)."""
+        return F.normalize(self.sound(mels), dim=-1), F.normalize(self.score(rolls), dim=-1)
 
 
-def train_sound_score(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, steps: int = 300,
-                      batch: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> History:
-    """The course's loop with CLIP's loss on random batches of (sound, score) pairs."""
-    def batch_fn(step: int):
-        idx = torch.randint(len(mels), (min(batch, len(mels)),), generator=step_generator(seed, step))
-        return mels[idx], rolls[idx]
-    return train(model, lambda m, b: clip_loss(*m(*b), m.logit_scale, gather=False), batch_fn,
-                 steps=steps, lr=lr, seed=seed, progress=progress)
+def pair_batches(mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor, batch: int = 32,
+                 window: int = WINDOW, seed: int = 0):
+    """A `batch_fn`: `batch` different pieces (fewer if there are fewer), one random rendering of
+    each, a random window of `window` sixteenths cut from its sound and its score (`cut`)."""
+    order = torch.argsort(pieces, stable=True)
+    per = torch.bincount(pieces)
+    if not bool((per == per[0]).all()):
+        raise ValueError("every piece needs the same number of renderings (load_audio renders each "
+                         f"in every timbre); got {per.tolist()}")
+    rows_of = order.view(len(per), int(per[0]))                                 # (pieces, renderings)
+    B = min(batch, len(per))
+
+    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = step_generator(seed, step)
+        chosen = torch.randperm(len(per), generator=g)[:B]
+        rows = rows_of[chosen, torch.randint(rows_of.shape[1], (B,), generator=g)]
+        starts = torch.randint(rolls.shape[-1] - window + 1, (B,), generator=g)
+        return cut(mels, rolls, rows, starts, window)
+    return batch_fn
 
 
-def distractors(names: list[str], candidates: int = 16, seed: int = 0) -> list[torch.Tensor]:
-    """For each clip, `candidates - 1` clips of other pieces (one rendering per piece: the
-    renderings of a piece share its score), drawn at random; the same draws for every reader."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for name in names:
-        firsts = {m: j for j, m in enumerate(names) if m != name}
-        pool = torch.tensor(list(firsts.values()))
-        if len(pool) < candidates - 1:
-            raise ValueError(f"{len(pool)} other pieces cannot make {candidates - 1} distractors")
-        out.append(pool[torch.randperm(len(pool), generator=g)[:candidates - 1]])
-    return out
+def train_sound_score(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor,
+                      steps: int = 300, batch: int = 32, window: int = WINDOW, lr: float = 2e-3,
+                      seed: int = 0, progress: bool = True) -> History:
+    """The course's loop with CLIP's loss on `pair_batches`."""
+    return train(model, lambda m, b: clip_loss(*m(*b), m.logit_scale, gather=False),
+                 pair_batches(mels, rolls, pieces, batch, window, seed), steps=steps, lr=lr, seed=seed,
+                 progress=progress)
 
 
-def retrieval_top1(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, names: list[str],
-                   candidates: int = 16, seed: int = 0) -> float:
-    """Share (%) of clips whose own score CLIP ranks first among `candidates` scores: its own and
-    candidates - 1 drawn at random from other pieces (never another rendering of its own)."""
+def test_starts(steps: int, window: int = WINDOW) -> tuple[int, ...]:
+    """Where the test windows of a clip of `steps` sixteenths start: every half window (0, 6, 12
+    for a 4 s clip)."""
+    return tuple(range(0, steps - window + 1, window // 2))
+
+
+def candidates(pieces: torch.Tensor, genres: torch.Tensor, starts: tuple[int, ...], n: int = 16,
+               same_genre: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test's questions. Queries are every clip's window at every start (clip-major); the
+    scores are every piece's window at every start. Returns (truth (Q,), the index of each
+    query's own score; distractors (Q, n - 1), scores of other pieces, of the same genre with
+    `same_genre`, drawn at random with the same draws for every reader)."""
+    P, S = int(pieces.max()) + 1, len(starts)
+    piece_genre = torch.full((P,), -1, dtype=torch.long).scatter(0, pieces, genres.long())
+    q_piece = pieces.repeat_interleave(S)                                           # (Q,)
+    truth = q_piece * S + torch.arange(S).repeat(len(pieces))                       # (Q,)
+    s_piece = torch.arange(P).repeat_interleave(S)                                  # (P * S,)
+    allowed = q_piece[:, None] != s_piece[None]                                     # (Q, P * S)
+    if same_genre:
+        allowed &= piece_genre[q_piece][:, None] == piece_genre[s_piece][None]
+    if int(allowed.sum(1).min()) < n - 1:
+        raise ValueError(f"only {int(allowed.sum(1).min())} windows of other pieces to draw {n - 1} "
+                         "distractors from; use fewer candidates or more pieces")
+    keys = torch.rand(allowed.shape, generator=torch.Generator().manual_seed(seed)).masked_fill(~allowed, -1)
+    return truth, keys.topk(n - 1, dim=1).indices
+
+
+def retrieval(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor,
+              genres: torch.Tensor, n: int = 16, same_genre: bool = True, seed: int = 0) -> dict[str, float]:
+    """Each test window (`test_starts`) picks a score among `n` (`candidates`). Returns "top1"
+    (%: its own score ranked first; ties are misses) and "genre only" (%: the expected top-1 of
+    a reader that knows each clip's genre and guesses among the candidates of that genre)."""
+    starts = test_starts(rolls.shape[-1])
+    truth, picks = candidates(pieces, genres, starts, n, same_genre, seed)
+    S = len(starts)
+    first = torch.full((int(pieces.max()) + 1,), len(pieces)).scatter_reduce(
+        0, pieces, torch.arange(len(pieces)), "amin")                               # a clip of each piece
+    start_t = torch.tensor(starts)
+    q_rows, q_starts = torch.arange(len(pieces)).repeat_interleave(S), start_t.repeat(len(pieces))
+    s_rows, s_starts = first.repeat_interleave(S), start_t.repeat(len(first))
     with evaluating(model):
-        a, b = model(mels, rolls)                                                   # (n, D), (n, D)
-        sim = a @ b.T                                                               # (n, n)
-    picks = distractors(names, candidates, seed)
-    return 100 * float(np.mean([bool(sim[i, i] > sim[i, p].max()) for i, p in enumerate(picks)]))
-
-
-def label_only_top1(labels: list[int] | np.ndarray, names: list[str], candidates: int = 16,
-                    seed: int = 0) -> float:
-    """The expected top-1 (%) of a reader that knows only each clip's label (its genre, say)
-    and picks at random among the candidates that share it, on the same candidates as
-    `retrieval_top1` with the same seed: the mean of 1 / (1 + distractors with the clip's label)."""
-    labels = np.asarray(labels)
-    picks = distractors(names, candidates, seed)
-    return 100 * float(np.mean([1 / (1 + int((labels[p.numpy()] == labels[i]).sum()))
-                                for i, p in enumerate(picks)]))
+        a, _ = model(*cut(mels, rolls, q_rows, q_starts))                           # (Q, D)
+        _, b = model(*cut(mels, rolls, s_rows, s_starts))                           # (P * S, D)
+        sim = a @ b.T                                                               # (Q, P * S)
+    own = sim.gather(1, truth[:, None])[:, 0]
+    top1 = (own > sim.gather(1, picks).max(1).values).float().mean().item()
+    q_genre = genres.long().repeat_interleave(S)
+    piece_genre = torch.full((len(first),), -1, dtype=torch.long).scatter(0, pieces, genres.long())
+    same = (piece_genre[picks // S] == q_genre[:, None]).sum(1)                     # (Q,)
+    return {"top1": 100 * top1, "genre only": 100 * (1 / (1 + same.float())).mean().item()}
