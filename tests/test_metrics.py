@@ -369,7 +369,7 @@ def _sound_score_set(pieces: int = 10, renderings: int = 3):
 
 
 def test_retrieval_is_scored_by_hand_among_other_pieces_of_the_genre():
-    from webmm_lab.experiments.sound_score import SoundScore, candidates, retrieval, test_starts
+    from webmm_lab.experiments.sound_score import SoundScore, candidates, retrieval, window_starts
     mels, rolls, pieces = _sound_score_set()
     genres = pieces // 5                                               # two genres of 5 pieces
 
@@ -380,7 +380,7 @@ def test_retrieval_is_scored_by_hand_among_other_pieces_of_the_genre():
     class Blind(SoundScore):                                            # every score looks the same
         def forward(self, mels, rolls):
             return torch.ones(len(mels), 4) / 2, torch.ones(len(rolls), 4) / 2
-    assert test_starts(24) == (0, 6, 12) and test_starts(12) == (0,)
+    assert window_starts(24) == (0, 6, 12) and window_starts(12) == (0,)
     r = retrieval(Oracle(), mels, rolls, pieces, genres, n=8)
     assert r == {"top1": 100.0, "genre only": pytest.approx(100 / 8)}   # within a genre the genre tells nothing
     assert retrieval(Blind(), mels, rolls, pieces, genres, n=8)["top1"] == 0.0   # ties are misses

@@ -29,7 +29,7 @@ from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..models.vq import perplexity
 from ..train import History, step_generator, train
-from .dalle import DalleSetup, DalleWorld, decode_codes, draw, encode_images
+from .dalle import DalleSetup, DalleWorld, decode_codes, draw, encode_images, text_batch
 
 # ------------------------------------------------------------------ the judge
 
@@ -163,8 +163,12 @@ def choose_tokenizer(reports: dict[str, dict[str, float]]) -> str:
     return max(reports, key=lambda k: (round(reports[k]["recognised"], 1), reports[k]["used"]))
 
 
-def clip_scores(clip: CLIP, world: DalleWorld, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """(len(captions), n): CLIP's similarity of each caption's n images (as `draw` returns them)."""
+def clip_scores(clip: CLIP | list[CLIP], world: DalleWorld, images: torch.Tensor,
+                captions: list[str]) -> torch.Tensor:
+    """(len(captions), n): CLIP's similarity of each caption's n images (as `draw` returns them).
+    Given several CLIPs (an ensemble), the sum of their similarities."""
+    if isinstance(clip, (list, tuple)):
+        return sum(clip_scores(c, world, images, captions) for c in clip)
     with evaluating(clip) as device:
         img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(512)])   # (len * n, D)
         txt = world.encode_texts(clip, captions)                                        # (len, D)
@@ -230,7 +234,7 @@ class Samples:
 
 
 def sample_and_judge(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, judge: Judge,
-                     clip: CLIP, captions: list[str], scenes: list[Scene] | None = None, n: int = 8,
+                     clip: CLIP | list[CLIP], captions: list[str], scenes: list[Scene] | None = None, n: int = 8,
                      temperature: float = 1.0, seed: int = 0, prefix: torch.Tensor | None = None) -> Samples:
     """Draw `n` images per caption, read them with the judge and score them with CLIP. `scenes`
     (one per caption) says what each caption asks for; without them nothing is asked (labels -1).
@@ -248,11 +252,20 @@ def sample_and_judge(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleW
 
 # ------------------------------------------------------------------ diagnostics of reranking
 
-def clip_shape_reading(clip: CLIP, world: DalleWorld, images: torch.Tensor, scenes: list[Scene],
+def clip_shape_reading(clip: CLIP | list[CLIP], world: DalleWorld, images: torch.Tensor, scenes: list[Scene],
                        batch: int = 512) -> torch.Tensor:
     """(n,) CLIP's shape for each image of a one-shape scene: the shape whose caption (the
-    scene's own caption with only the shape changed) CLIP scores highest. The same question the
-    judge's shape head answers, put to CLIP."""
+    scene's own caption with only the shape changed) CLIP scores highest (several CLIPs: their
+    summed scores). The same question the judge's shape head answers, put to CLIP."""
+    return shape_scores(clip, world, images, scenes, batch).argmax(1)
+
+
+def shape_scores(clip: CLIP | list[CLIP], world: DalleWorld, images: torch.Tensor, scenes: list[Scene],
+                 batch: int = 512) -> torch.Tensor:
+    """(n, len(SHAPES)): CLIP's similarity of each image with its scene's caption, the shape
+    changed to each of SHAPES in turn (summed over several CLIPs)."""
+    if isinstance(clip, (list, tuple)):
+        return sum(shape_scores(c, world, images, scenes, batch) for c in clip)
     from dataclasses import replace
     with evaluating(clip) as device:
         captions = [caption(replace(s, obj=shape), np.random.default_rng(0)) for s in scenes for shape in SHAPES]
@@ -261,7 +274,25 @@ def clip_shape_reading(clip: CLIP, world: DalleWorld, images: torch.Tensor, scen
         emb = torch.cat([world.encode_texts(clip, unique[i:i + 4096]) for i in range(0, len(unique), 4096)])
         txt = emb[torch.tensor([where[c] for c in captions])].view(len(scenes), len(SHAPES), -1)   # (n, 6, D)
         img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch)])     # (n, D)
-        return torch.einsum("nd,nkd->nk", img, txt.to(device)).argmax(1).cpu()
+        return torch.einsum("nd,nkd->nk", img, txt.to(device)).cpu()
+
+
+@torch.no_grad()
+def resample_codes(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene], share: float,
+                   seed: int = 0, batch: int = 256) -> torch.Tensor:
+    """Generator-like codes with known labels: each of the scenes' codes (n, grid, grid) replaced,
+    with probability `share`, by a draw from the model's distribution at that cell given the
+    scene's caption and the true codes before it (one teacher-forced pass, no sampling loop).
+    Decoded, they look as the model draws, and what they show is known."""
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    text = text_batch(model, world, [caption(s, rng) for s in scenes])                 # (n, L)
+    with evaluating(model) as device:
+        logits = torch.cat([model.masked_logits(t.to(device), c.to(device))[:, model.text_len - 1:].float().cpu()
+                            for t, c in zip(text.split(batch), codes.split(batch))])   # (n, grid², vocab)
+    drawn = torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=g).view(len(codes), -1)
+    drawn = (drawn - model.image_offset).view_as(codes)                                # image ids only
+    return torch.where(torch.rand(codes.shape, generator=g) < share, drawn, codes)
 
 
 def bootstrap_interval(correct: torch.Tensor, scores: torch.Tensor, draws: int = 2000,
@@ -278,4 +309,5 @@ def bootstrap_interval(correct: torch.Tensor, scores: torch.Tensor, draws: int =
 
 __all__ = ["HEADS", "judge_labels", "Judge", "judge_training_scenes", "build_judge", "train_judge", "read",
            "agreement", "describe", "tokenizer_report", "choose_tokenizer", "clip_scores", "rerank_gain",
-           "panel_agreement", "Samples", "sample_and_judge", "clip_shape_reading", "bootstrap_interval"]
+           "panel_agreement", "Samples", "sample_and_judge", "clip_shape_reading", "shape_scores", "resample_codes",
+           "bootstrap_interval"]

@@ -140,7 +140,7 @@ def train_sound_score(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor
                  progress=progress)
 
 
-def test_starts(steps: int, window: int = WINDOW) -> tuple[int, ...]:
+def window_starts(steps: int, window: int = WINDOW) -> tuple[int, ...]:
     """Where the test windows of a clip of `steps` sixteenths start: every half window (0, 6, 12
     for a 4 s clip)."""
     return tuple(range(0, steps - window + 1, window // 2))
@@ -169,10 +169,10 @@ def candidates(pieces: torch.Tensor, genres: torch.Tensor, starts: tuple[int, ..
 
 def retrieval(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor,
               genres: torch.Tensor, n: int = 16, same_genre: bool = True, seed: int = 0) -> dict[str, float]:
-    """Each test window (`test_starts`) picks a score among `n` (`candidates`). Returns "top1"
+    """Each test window (`window_starts`) picks a score among `n` (`candidates`). Returns "top1"
     (%: its own score ranked first; ties are misses) and "genre only" (%: the expected top-1 of
     a reader that knows each clip's genre and guesses among the candidates of that genre)."""
-    starts = test_starts(rolls.shape[-1])
+    starts = window_starts(rolls.shape[-1])
     truth, picks = candidates(pieces, genres, starts, n, same_genre, seed)
     S = len(starts)
     first = torch.full((int(pieces.max()) + 1,), len(pieces)).scatter_reduce(
