@@ -458,3 +458,16 @@ def test_resampling_keeps_what_the_lower_rate_can_hold_and_drops_the_rest():
     assert resampled(low, 8).shape == low.shape
     assert spectral_convergence(low, resampled(low, 8)).item() < 0.05          # 440 Hz < 1 kHz: kept
     assert spectral_convergence(high, resampled(high, 8)).item() > 0.95        # 3 kHz > 1 kHz: gone
+
+
+def test_the_pitch_template_hears_which_note_sounds():
+    from webmm_lab.data.audio import render
+    from webmm_lab.experiments.sound_score import LOW, log_mels, pitch_template
+    pitches = [43, 50, 57, 60, 64, 67, 71, 76]
+    waves = np.stack([render(np.array([[0, 24, 0, p]]), timbres="organ", max_seconds=4.0)[:64000] for p in pitches])
+    rolls = torch.zeros(len(pitches), 61, 24)
+    rolls[torch.arange(len(pitches)), torch.tensor(pitches) - LOW] = 1.0
+    a, b = pitch_template()(log_mels(waves), rolls)
+    assert a.shape == b.shape == (len(pitches), 64)
+    assert torch.equal((a @ b.T).argmax(1), torch.arange(len(pitches)))      # each sound picks its own note
+    assert torch.allclose(a.norm(dim=1), torch.ones(len(pitches)))

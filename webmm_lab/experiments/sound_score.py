@@ -18,6 +18,9 @@ genre alone is at chance, 1 in 16.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,6 +113,31 @@ class SoundScore(nn.Module):
         return F.normalize(self.sound(mels), dim=-1), F.normalize(self.score(rolls), dim=-1)
 
 
+def pitch_template(harmonics: int = 10, floor: float = 1e-2, n_mels: int = 64, sample_rate: int = 16_000,
+                   n_fft: int = 1024):
+    """The sceptic's reader, with no training: it knows the physics of a note instead. Each
+    pitch of a roll becomes `harmonics` partials of amplitude 1/k in the mel bands; a window of
+    score predicts the log of its pitches' summed power, a window of sound is its mean log-mel;
+    each is centred over the bands and normalised. Returns a function (mels, rolls) -> (sound
+    embeddings (B, n_mels), score embeddings (B, n_mels)), as `SoundScore.forward`."""
+    import torchaudio.functional as AF
+
+    bins = n_fft // 2 + 1
+    f0 = 440 * 2 ** ((torch.arange(LOW, HIGH + 1).float() - 69) / 12)                 # (pitches,) Hz
+    power = torch.zeros(len(f0), bins)
+    for k in range(1, harmonics + 1):
+        b = (k * f0 / (sample_rate / 2) * (bins - 1)).round().long()                  # each partial's bin
+        ok = b < bins
+        power[ok, b[ok]] += 1 / k ** 2
+    template = power @ AF.melscale_fbanks(bins, 0.0, sample_rate / 2, n_mels, sample_rate)   # (pitches, n_mels)
+
+    def embed(mels: torch.Tensor, rolls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heard = mels.mean(-1)                                                           # (B, n_mels)
+        written = (rolls.mean(-1) @ template + floor).log()                             # (B, n_mels)
+        return tuple(F.normalize(x - x.mean(1, keepdim=True), dim=1) for x in (heard, written))
+    return embed
+
+
 def pair_batches(mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor, batch: int = 32,
                  window: int = WINDOW, seed: int = 0):
     """A `batch_fn`: `batch` different pieces (fewer if there are fewer), one random rendering of
@@ -167,9 +195,10 @@ def candidates(pieces: torch.Tensor, genres: torch.Tensor, starts: tuple[int, ..
     return truth, keys.topk(n - 1, dim=1).indices
 
 
-def retrieval(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor,
+def retrieval(model: SoundScore | Callable, mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor,
               genres: torch.Tensor, n: int = 16, same_genre: bool = True, seed: int = 0) -> dict[str, float]:
-    """Each test window (`window_starts`) picks a score among `n` (`candidates`). Returns "top1"
+    """Each test window (`window_starts`) picks a score among `n` (`candidates`), read by a
+    SoundScore or any function (mels, rolls) -> embeddings (`pitch_template`). Returns "top1"
     (%: its own score ranked first; ties are misses) and "genre only" (%: the expected top-1 of
     a reader that knows each clip's genre and guesses among the candidates of that genre)."""
     starts = window_starts(rolls.shape[-1])
@@ -180,7 +209,7 @@ def retrieval(model: SoundScore, mels: torch.Tensor, rolls: torch.Tensor, pieces
     start_t = torch.tensor(starts)
     q_rows, q_starts = torch.arange(len(pieces)).repeat_interleave(S), start_t.repeat(len(pieces))
     s_rows, s_starts = first.repeat_interleave(S), start_t.repeat(len(first))
-    with evaluating(model):
+    with evaluating(model) if isinstance(model, nn.Module) else nullcontext(), torch.no_grad():
         a, _ = model(*cut(mels, rolls, q_rows, q_starts))                           # (Q, D)
         _, b = model(*cut(mels, rolls, s_rows, s_starts))                           # (P * S, D)
         sim = a @ b.T                                                               # (Q, P * S)
