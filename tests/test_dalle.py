@@ -282,6 +282,27 @@ def test_samples_are_judged_and_ranked(world):
         sample_and_judge(model, tok, world, judge, clip, captions, scenes[:2], n=2)
 
 
+def test_an_ensemble_sums_scores_and_resampled_codes_keep_the_rest(world):
+    from webmm_lab.experiments.clip import build_clip
+    from webmm_lab.experiments.dalle_judge import clip_scores, clip_shape_reading, resample_codes, shape_scores
+    model = build_dalle(TINY, world)
+    clips = [build_clip(replace(clip_setup(TINY), seed=k), world) for k in (0, 1)]
+    scenes = prompt_scenes(TINY, "seen", 4)
+    images = render(scenes, TINY.resolution)
+    captions = [caption(s) for s in scenes]
+    assert torch.allclose(clip_scores(clips, world, images, captions),
+                          sum(clip_scores(c, world, images, captions) for c in clips))
+    both = shape_scores(clips, world, images, scenes)
+    assert both.shape == (4, 6) and torch.equal(clip_shape_reading(clips, world, images, scenes), both.argmax(1))
+    codes = torch.randint(TINY.codebook, (4, TINY.grid, TINY.grid), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(resample_codes(model, world, codes, scenes, 0.0), codes)          # nothing drawn
+    drawn = resample_codes(model, world, codes, scenes, 1.0, seed=1)
+    assert drawn.shape == codes.shape and 0 <= drawn.min() and drawn.max() < TINY.codebook   # image codes only
+    assert not torch.equal(drawn, codes) and torch.equal(drawn, resample_codes(model, world, codes, scenes, 1.0, seed=1))
+    half = resample_codes(model, world, codes, scenes, 0.5, seed=2)
+    assert 0.2 < (half != codes).float().mean() < 0.8
+
+
 def test_panel_agreement_reads_the_two_panels():
     scenes = [Scene("square", "blue", layout="panels", style="outline"),
               Scene("square", "blue", layout="panels", style="filled", bottom="circle"),
