@@ -114,7 +114,7 @@ class SoundScore(nn.Module):
 
 
 def pitch_template(harmonics: int = 10, floor: float = 1e-2, n_mels: int = 64, sample_rate: int = 16_000,
-                   n_fft: int = 1024):
+                   n_fft: int = 1024) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The sceptic's reader, with no training: it knows the physics of a note instead. Each
     pitch of a roll becomes `harmonics` partials of amplitude 1/k in the mel bands; a window of
     score predicts the log of its pitches' summed power, a window of sound is its mean log-mel;
@@ -139,7 +139,7 @@ def pitch_template(harmonics: int = 10, floor: float = 1e-2, n_mels: int = 64, s
 
 
 def pair_batches(mels: torch.Tensor, rolls: torch.Tensor, pieces: torch.Tensor, batch: int = 32,
-                 window: int = WINDOW, seed: int = 0):
+                 window: int = WINDOW, seed: int = 0) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """A `batch_fn`: `batch` different pieces (fewer if there are fewer), one random rendering of
     each, a random window of `window` sixteenths cut from its sound and its score (`cut`)."""
     order = torch.argsort(pieces, stable=True)
@@ -174,14 +174,19 @@ def window_starts(steps: int, window: int = WINDOW) -> tuple[int, ...]:
     return tuple(range(0, steps - window + 1, window // 2))
 
 
+def piece_genres(pieces: torch.Tensor, genres: torch.Tensor) -> torch.Tensor:
+    """(number of pieces,) long: each piece's genre, from its clips' piece ids and genres (n,)."""
+    return torch.full((int(pieces.max()) + 1,), -1, dtype=torch.long).scatter(0, pieces, genres.long())
+
+
 def candidates(pieces: torch.Tensor, genres: torch.Tensor, starts: tuple[int, ...], n: int = 16,
                same_genre: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The test's questions. Queries are every clip's window at every start (clip-major); the
     scores are every piece's window at every start. Returns (truth (Q,), the index of each
     query's own score; distractors (Q, n - 1), scores of other pieces, of the same genre with
     `same_genre`, drawn at random with the same draws for every reader)."""
-    P, S = int(pieces.max()) + 1, len(starts)
-    piece_genre = torch.full((P,), -1, dtype=torch.long).scatter(0, pieces, genres.long())
+    piece_genre, S = piece_genres(pieces, genres), len(starts)
+    P = len(piece_genre)
     q_piece = pieces.repeat_interleave(S)                                           # (Q,)
     truth = q_piece * S + torch.arange(S).repeat(len(pieces))                       # (Q,)
     s_piece = torch.arange(P).repeat_interleave(S)                                  # (P * S,)
@@ -216,6 +221,5 @@ def retrieval(model: SoundScore | Callable, mels: torch.Tensor, rolls: torch.Ten
     own = sim.gather(1, truth[:, None])[:, 0]
     top1 = (own > sim.gather(1, picks).max(1).values).float().mean().item()
     q_genre = genres.long().repeat_interleave(S)
-    piece_genre = torch.full((len(first),), -1, dtype=torch.long).scatter(0, pieces, genres.long())
-    same = (piece_genre[picks // S] == q_genre[:, None]).sum(1)                     # (Q,)
+    same = (piece_genres(pieces, genres)[picks // S] == q_genre[:, None]).sum(1)    # (Q,)
     return {"top1": 100 * top1, "genre only": 100 * (1 / (1 + same.float())).mean().item()}
