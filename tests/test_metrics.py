@@ -308,6 +308,22 @@ def test_hog_features_count_gradient_orientations_per_cell():
     assert torch.equal(hog_features(x * 0), torch.zeros(2, hog_features(x).shape[1]))   # no gradient, no features
     with pytest.raises(ValueError, match="N, C, H, W"):
         hog_features(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="too small"):
+        hog_features(torch.zeros(1, 1, 6, 6), cell=4, block=2)
+
+
+@pytest.mark.parametrize("shape, cell, block, orientations", [((30, 1, 8, 8), 2, 2, 9), ((20, 3, 28, 28), 2, 2, 9),
+                                                              ((10, 1, 30, 29), 3, 3, 7), ((10, 3, 32, 32), 8, 2, 12)])
+def test_hog_features_are_scikit_images_numbers_for_a_whole_batch(shape, cell, block, orientations):
+    import numpy as np
+    from skimage.feature import hog
+    from webmm_lab.probe import hog_features
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g)
+    x[: len(x) // 2] = (x[: len(x) // 2] > 0.5).float()        # flat areas, straight edges: angles on bin edges
+    ref = np.stack([hog(im, orientations=orientations, pixels_per_cell=(cell, cell), cells_per_block=(block, block))
+                    for im in x.mean(1).numpy()])
+    assert torch.equal(hog_features(x, cell, block, orientations, chunk=7), torch.tensor(ref, dtype=torch.float32))
 
 
 def test_accuracy_coverage_answers_the_most_confident_first():
