@@ -141,6 +141,25 @@ def test_the_neighbour_counting_model_reads_local_texture():
         neighbour_loss(train, test + 4, 4, (5, 6))                 # an id outside the palette
 
 
+def test_the_neighbour_counts_equal_a_full_table_and_fit_512_colours():
+    import torch.nn.functional as F
+    from webmm_lab.experiments.igpt import neighbour_loss
+    g = torch.Generator().manual_seed(0)
+    V, H, W = 5, 4, 6
+    train, test = torch.randint(0, V, (300, H * W), generator=g), torch.randint(0, V, (40, H * W), generator=g)
+    train[:150] = train[:150].view(150, H, W)[:, :1].expand(150, H, W).reshape(150, -1)   # some repeated contexts
+
+    def contexts(ids):                                   # the left, upper and upper-left colours
+        img = F.pad(ids.view(-1, H, W), (1, 0, 1, 0), value=V)
+        return ((img[:, 1:, :-1] * (V + 1) + img[:, :-1, 1:]) * (V + 1) + img[:, :-1, :-1]).flatten(), ids.flatten()
+    counts = torch.ones((V + 1) ** 3, V)                 # every context's row, add-one
+    counts.index_put_(contexts(train), torch.ones(train.numel()), accumulate=True)
+    table = -(counts / counts.sum(1, keepdim=True)).log()[contexts(test)].mean().item()
+    assert neighbour_loss(train, test, V, (H, W)) == table
+    big = torch.randint(0, 512, (64, 32 * 32), generator=g)          # the gpu profile's palette
+    assert abs(neighbour_loss(big[:48], big[48:], 512, (32, 32)) - math.log(512)) < 0.05
+
+
 def test_hand_made_baselines_move_digits_to_the_corner_and_count_local_patterns():
     from webmm_lab.experiments.igpt import aligned_pixels, local_patterns
     img = torch.zeros(2, 1, 5, 5)
