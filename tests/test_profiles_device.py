@@ -37,6 +37,37 @@ def test_every_profile_must_give_every_key():
         pick(smoke=dict(steps=1), cpu=dict(steps=2, width=3), gpu=dict(steps=3), show=False)
 
 
+def test_a_dry_run_replaces_only_what_dry_names(monkeypatch, capsys):
+    sizes = dict(smoke=dict(width=8, prompts=dict(seen=8, held_out=4)), cpu=dict(width=32, prompts=dict(seen=400, held_out=80)),
+                 gpu=dict(width=256, prompts=dict(seen=400, held_out=200)))
+    dry = dict(prompts=dict(seen=8))
+    monkeypatch.setenv("WEBMM_PROFILE", "gpu")
+    monkeypatch.delenv("WEBMM_DRY_RUN", raising=False)
+    assert pick(**sizes, dry=dry, show=False).prompts == dict(seen=400, held_out=200)     # not a dry run
+    monkeypatch.setenv("WEBMM_DRY_RUN", "2")
+    cfg = pick(**sizes, dry=dry, show=False)
+    assert cfg.width == 256 and cfg.prompts == dict(seen=8, held_out=200)          # one nested key replaced
+    assert "dry run: prompts={'seen': 8, 'held_out': 200}" in capsys.readouterr().out
+    assert sizes["gpu"]["prompts"]["seen"] == 400                                   # the notebook's dict untouched
+    monkeypatch.delenv("WEBMM_DRY_RUN")
+    with pytest.raises(ValueError, match="no profile sets"):
+        pick(**sizes, dry=dict(widht=4), show=False)                                  # checked in every run
+
+
+def test_a_dry_run_keeps_the_first_rows_of_each_split(monkeypatch, capsys):
+    from webmm_lab.profiles import DRY_RUN_ROWS, dry_run_cut
+    x, y = torch.zeros(10_000, 3), list(range(10_000))
+    monkeypatch.delenv("WEBMM_DRY_RUN", raising=False)
+    assert torch.equal(dry_run_cut("test", x), x)
+    monkeypatch.setenv("WEBMM_DRY_RUN", "2")
+    a, b = dry_run_cut("test", x, y)
+    assert len(a) == len(b) == DRY_RUN_ROWS["test"] and b[-1] == DRY_RUN_ROWS["test"] - 1
+    assert "test split cut from 10,000 to its first 512 rows" in capsys.readouterr().out
+    assert len(dry_run_cut("train", x[:100])) == 100                                  # small splits stay whole
+    with pytest.raises(ValueError, match="train, test"):
+        dry_run_cut("val", x)
+
+
 def test_cpu_device_needs_no_amp():
     dev = pick_device("cpu")
     assert dev.type == "cpu"

@@ -56,6 +56,25 @@ def dry_run_steps() -> int | None:
     return int(value)
 
 
+DRY_RUN_ROWS = {"train": 2048, "test": 512}   # what a dry run keeps of each split it evaluates on
+
+
+def dry_run_cut(split: str, *rows):
+    """Tensors (or lists) `rows`, aligned on their first dimension, as a run uses them: all of
+    them, except in a dry run, which keeps the first DRY_RUN_ROWS[split] of each ('train' or
+    'test'). A dry run builds its data in full (downloads, rendering, tokenising: the CPU's
+    share, which a GPU cannot hide) and trains 2 steps a loop; without the cut, its evaluations
+    over whole gpu-sized splits (features, probes, accuracies: a GPU's work) would take a CPU
+    an hour. Returns one object for one argument, else a tuple."""
+    if split not in DRY_RUN_ROWS:
+        raise ValueError(f"split must be one of {', '.join(DRY_RUN_ROWS)}, got {split!r}")
+    keep = DRY_RUN_ROWS[split] if dry_run_steps() is not None else None
+    if keep is not None and rows and len(rows[0]) > keep:
+        print(f"dry run: the {split} split cut from {len(rows[0]):,} to its first {keep:,} rows")
+    out = tuple(r[:keep] for r in rows)
+    return out[0] if len(out) == 1 else out
+
+
 class Config(SimpleNamespace):
     """The active profile's settings, readable as attributes (cfg.steps) or keys (cfg['steps'])."""
 
@@ -66,11 +85,16 @@ class Config(SimpleNamespace):
         return dict(vars(self))
 
 
-def pick(*, smoke: dict, cpu: dict, gpu: dict, profile: str | None = None,
+def pick(*, smoke: dict, cpu: dict, gpu: dict, dry: dict | None = None, profile: str | None = None,
          show: bool = True) -> Config:
     """Return the settings of the active profile; print all three side by side when `show`.
 
     Every profile must give the same keys, so no notebook can forget a size in one of them.
+    `dry` names what a dry run (`webmm-lab run --dry-run`) replaces in the active profile's
+    settings: how many samples, prompts, pieces or evaluation rounds it draws (a GPU's work,
+    which at gpu sizes would keep a CPU busy for an hour), never a model's size, a sequence's
+    length or which models train (a dry run's report counts the FLOPs of the training it
+    sees, for the T4 estimate). A nested dict replaces only the keys it names.
     """
     table = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
     keys = list(smoke)
@@ -78,12 +102,20 @@ def pick(*, smoke: dict, cpu: dict, gpu: dict, profile: str | None = None,
         if set(values) != set(keys):
             raise ValueError(f"profile {name!r} has keys {sorted(values)}, expected {sorted(keys)}: "
                              "give every setting in every profile")
+    if set(dry or {}) - set(keys):
+        raise ValueError(f"dry names {sorted(set(dry) - set(keys))}, which no profile sets; it can "
+                         f"only replace settings ({', '.join(keys)})")
     profile = profile or active_profile()
     if profile not in PROFILES:
         raise ProfileError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}")
+    values = dict(table[profile])
     if show:
         print(format_table(table, profile))
-    return Config(profile=profile, **table[profile])
+    if dry and dry_run_steps() is not None:
+        for k, v in dry.items():
+            values[k] = {**values[k], **v} if isinstance(v, dict) and isinstance(values[k], dict) else v
+        print("dry run: " + ", ".join(f"{k}={values[k]}" for k in dry))
+    return Config(profile=profile, **values)
 
 
 def format_table(table: dict[str, dict], active: str) -> str:

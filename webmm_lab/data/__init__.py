@@ -11,9 +11,10 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
-from ..profiles import active_profile
+from ..profiles import active_profile, dry_run_cut
 from .download import DownloadError, download, sha256_of
 from .audio import AudioSet, load_audio
 from .music import MusicSet, load_music
@@ -24,10 +25,11 @@ from .text import TextSet, load_python_docs, load_python_source
 
 def load_handwritten(split: str = "train", profile: str | None = None) -> ImageSet:
     """Handwritten digits for the active profile: MNIST on gpu (else its fallback), digits on
-    smoke and cpu, which use embedded data only so their results are the same everywhere."""
-    if (profile or active_profile()) == "gpu":
-        return load_mnist(split)
-    return load_digits(split)
+    smoke and cpu, which use embedded data only so their results are the same everywhere. A
+    dry run keeps the first rows of each split (`profiles.dry_run_cut`)."""
+    data = load_mnist(split) if (profile or active_profile()) == "gpu" else load_digits(split)
+    images, labels = dry_run_cut(split, data.images, data.labels)
+    return replace(data, images=images, labels=labels)
 
 
 REGISTRY: dict[str, Callable] = {
