@@ -27,6 +27,7 @@ def test_names_resolve_to_notebooks(tmp_path):
         resolve_notebooks(["07"], books)
 
 
+@pytest.mark.slow
 def test_run_executes_in_a_fresh_kernel_and_prints_the_claims(tmp_path, monkeypatch, capsys):
     root = make_course(tmp_path)
     monkeypatch.chdir(root)
@@ -39,6 +40,7 @@ def test_run_executes_in_a_fresh_kernel_and_prints_the_claims(tmp_path, monkeypa
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_gpu_profile_dry_run_of_notebook_00(tmp_path, monkeypatch, capsys):
     """Every cell of notebook 00 at the gpu profile's sizes, 2 training steps per call."""
     monkeypatch.setenv("WEBMM_RESULTS", str(tmp_path))
@@ -51,6 +53,7 @@ def test_the_gpu_profile_dry_run_of_notebook_00(tmp_path, monkeypatch, capsys):
         main(["run", "00", "--profile", "gpu", "--dry-run", "--store"])
 
 
+@pytest.mark.slow
 def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monkeypatch, capsys):
     from webmm_lab.cli import parse_seeds
     assert parse_seeds("0-2,5") == [0, 1, 2, 5]
@@ -80,6 +83,7 @@ def test_seeds_run_each_seed_and_one_thread_and_report_the_spread(tmp_path, monk
     assert threads["values"]["seed 0, 1 thread"] == 1
 
 
+@pytest.mark.slow
 def test_store_refuses_smoke_and_record_mode(tmp_path, monkeypatch):
     root = make_course(tmp_path)
     monkeypatch.chdir(root)
@@ -90,6 +94,7 @@ def test_store_refuses_smoke_and_record_mode(tmp_path, monkeypatch):
         main(["run", "00", "--profile", "cpu", "--store"])
 
 
+@pytest.mark.slow
 def test_every_seed_run_starts_from_an_empty_results_folder(tmp_path, monkeypatch, capsys):
     root = tmp_path / "course"
     (root / "notebooks").mkdir(parents=True)
@@ -110,6 +115,7 @@ def test_every_seed_run_starts_from_an_empty_results_folder(tmp_path, monkeypatc
     assert not (old / "00_dies.json").exists()
 
 
+@pytest.mark.slow
 def test_a_cell_past_its_time_limit_or_a_dead_kernel_is_reported_not_raised(tmp_path):
     from webmm_lab.cli import run_notebook
     books = tmp_path / "nb"
@@ -144,6 +150,7 @@ def test_results_stale_lists_notebooks_stored_before_a_package_change(tmp_path, 
     assert "00_tiny: stored spread stale: no record" in out
 
 
+@pytest.mark.slow
 def test_store_records_the_code_a_notebook_ran(tmp_path, monkeypatch):
     root = make_course(tmp_path)
     monkeypatch.chdir(root)
@@ -168,12 +175,18 @@ def test_train_commands_write_their_model_to_the_results_folder(tmp_path, monkey
 
 
 def test_times_table_reads_the_stored_spreads(monkeypatch):
-    import webmm_lab.cli as cli
+    import webmm_lab.report as report
     spreads = {"00_a": {"seconds": {"seed 0": 90.0, "seed 1": 30.0, "seed 2": 40.0, "seed 0, 1 thread": 55.0},
                         "threads": {"seed 0": "all", "seed 1": "all", "seed 2": "all", "seed 0, 1 thread": "1"},
                         "machine": {"cores": 2}}}
-    monkeypatch.setattr(cli, "load_spread", spreads.get)
-    table = cli.times_table([Path("00_a.ipynb"), Path("01_none.ipynb")], smoke={"00_a": "9 s"}).splitlines()
+    gpu = {"00_a": {"seconds": {"seed 0": 410.0, "seed 1": 380.4}}}
+    estimates = {"02_b": {"t4_estimate_seconds": 120.4, "dry_run": {"seconds": 200.0}}}
+    monkeypatch.setattr(report, "load_spread", lambda nb, profile="cpu": (spreads if profile == "cpu" else gpu).get(nb))
+    monkeypatch.setattr(report, "load_estimate", lambda nb: estimates.get(nb))
+    books = [Path("00_a.ipynb"), Path("01_none.ipynb"), Path("02_b.ipynb")]
+    table = report.times_table(books, smoke={"00_a": "9 s"}).splitlines()
     assert table[0].startswith("| notebook | cpu, all threads: fastest of the seeds (median)")
-    assert table[2] == "| 00_a | 30 s (40 s, 2 cores) | 55 s | 9 s |"     # fastest 30, median of 30/40/90
-    assert table[3] == "| 01_none | - | - | - |"                         # no spread stored
+    assert table[0].endswith("| gpu, Colab T4 |")
+    assert table[2] == "| 00_a | 30 s (40 s, 2 cores) | 55 s | 9 s | 380 s, measured |"   # fastest 30, median 40
+    assert table[3] == "| 01_none | - | - | - | - |"                       # nothing stored
+    assert table[4].endswith("| ≈ 320 s, estimated (120 s training + 200 s the rest) |")

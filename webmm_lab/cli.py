@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -114,46 +113,30 @@ def run_notebook(path: Path, profile: str, out_dir: Path, cell_timeout: int = 12
 
 def stale_notebooks(folder: Path) -> list[tuple[str, str, list[str]]]:
     """Notebooks in `folder` whose stored outputs or stored spread predate a change to the
-    package code they ran: (notebook, 'outputs' | 'spread' | 'gpu spread', reasons). A notebook
-    stored without that record counts as stale, with 'no record' as its reason; so does a
-    spread whose claims name no baseline ('no baselines')."""
+    package code they ran: (notebook, 'outputs' | 'spread' | 'gpu spread' | 'gpu estimate',
+    reasons). A notebook stored without that record counts as stale, with 'no record' as its
+    reason; so does a spread whose claims name no baseline ('no baselines'), and a gpu estimate
+    made from other code cells than the notebook's today ('notebook changed')."""
     from .provenance import stale_modules
+    from .report import code_digest, load_estimate
     import nbformat
     out = []
     for book in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
-        meta = nbformat.read(book, as_version=4).metadata.get("webmm_lab", {})
-        cpu, gpu = load_spread(book.stem) or {}, load_spread(book.stem, "gpu")
+        nb = nbformat.read(book, as_version=4)
+        meta = nb.metadata.get("webmm_lab", {})
+        cpu, gpu, est = load_spread(book.stem) or {}, load_spread(book.stem, "gpu"), load_estimate(book.stem)
         stored = [("outputs", meta.get("code"), None), ("spread", cpu.get("code"), cpu)]
         stored += [("gpu spread", gpu.get("code"), gpu)] if gpu else []
+        stored += [("gpu estimate", est.get("code"), None)] if est else []
         for what, code, data in stored:
             reasons = ["no record"] if not code else stale_modules(code)
             if data and any(c["kind"] == "claim" and not c.get("baseline") for c in data["claims"]):
                 reasons.append("no baselines")
+            if what == "gpu estimate" and est["notebook_code"] != code_digest(nb):
+                reasons.append("notebook changed")
             if reasons:
                 out.append((book.stem, what, reasons))
     return out
-
-
-def times_table(books: list[Path], smoke: dict[str, str] | None = None) -> str:
-    """A Markdown table of each notebook's measured seconds in the cpu profile, from its stored
-    spread: the fastest of its runs on all threads (a busy machine only slows a run down, so the
-    fastest is the best estimate of an idle one) with their median, its one-thread run, and (if
-    given) its smoke run."""
-    smoke = smoke or {}
-    head = ("| notebook | cpu, all threads: fastest of the seeds (median) | cpu, 1 thread | smoke |\n"
-            "|---|---|---|---|")
-    rows = []
-    fmt = lambda v: f"{v:.0f} s" if v is not None else "-"
-    for book in books:
-        data = load_spread(book.stem) or {}
-        secs, threads = data.get("seconds", {}), data.get("threads", {})
-        multi = sorted(v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") != "1")
-        one = [v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") == "1"]
-        cores = (data.get("machine") or {}).get("cores")
-        where = f", {cores} cores" if cores else ""
-        fast = f"{fmt(multi[0])} ({fmt(statistics.median(multi))}{where})" if multi else "-"
-        rows.append(f"| {book.stem} | {fast} | {fmt(one[0] if one else None)} | {smoke.get(book.stem, '-')} |")
-    return "\n".join([head] + rows)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -230,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--report", action="store_true",
                        help="also measure what the run costs: seconds per section, each training loop's "
                        "steps, samples per second and FLOPs, the precision, peak GPU memory, a T4 "
-                       "estimate; written to results/report/ (see webmm_lab/report.py)")
+                       "estimate; written to results/report/ (see webmm_lab/report.py). With "
+                       "--profile gpu --dry-run --store, keep that estimate in the package "
+                       "(webmm_lab/spreads/<notebook>.gpu-estimate.json) for the README's gpu column")
     p_res = sub.add_parser("results", help="print every recorded claim as a table")
     p_res.add_argument("--stale", action="store_true",
                        help="list the notebooks whose stored outputs or spread predate a change to "
@@ -289,11 +274,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      "are for tests: use --profile cpu")
     if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
         parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
-    if args.report and (args.store or args.seeds is not None):
-        parser.error("--report measures one run: drop --store and --seeds")
+    if args.report and args.seeds is not None:
+        parser.error("--report measures one run: drop --seeds")
+    estimate = args.report and args.store
+    if estimate and (args.dry_run is None or profile != "gpu"):
+        parser.error("--report --store keeps the T4 estimate of a gpu dry run: add --profile gpu "
+                     "--dry-run (to keep a real run's outputs, drop --report)")
     if args.dry_run is not None:
-        if args.store:
-            parser.error("--store keeps real runs only; drop --dry-run or --store")
+        if args.store and not estimate:
+            parser.error("--store keeps real runs only; drop --dry-run or --store (with --report and "
+                         "--profile gpu it keeps the T4 estimate)")
         out = out / "dry-run"
         shutil.rmtree(out / "checkpoints", ignore_errors=True)     # every dry run starts afresh
         env["WEBMM_DRY_RUN"] = str(args.dry_run)
@@ -316,7 +306,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.report:
         from .report import report_notebooks
-        return report_notebooks(books, profile, out, args.cell_timeout, env, run_notebook)
+        return report_notebooks(books, profile, out, args.cell_timeout, env, run_notebook,
+                                store=args.dry_run if estimate else None)
     failed = []
     for book in books:
         extra = "".join(f", {k}={v}" for k, v in env.items())
@@ -362,6 +353,7 @@ def _times(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for book in books:
             ok, secs, _ = run_notebook(book, "smoke", results_dir() / "times")
             smoke[book.stem] = f"{secs:.0f} s" if ok else "failed"
+    from .report import times_table
     print(times_table(books, smoke))
     return 0
 
@@ -405,8 +397,9 @@ def _results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for book, what, changed in stale:
             print(f"{book}: stored {what} stale: {', '.join(changed)}")
         print("nothing stale" if not stale else
-              "re-store with `webmm-lab run NN --profile cpu --store` (outputs) and "
-              "`--seeds 0-4 --store` (spread)")
+              "re-store with `webmm-lab run NN --profile cpu --store` (outputs), "
+              "`--seeds 0-4 --store` (spread) and `--profile gpu --dry-run --report --store` "
+              "(gpu estimate)")
         return 1 if stale else 0
     print(format_table(load_results()))
     return 0

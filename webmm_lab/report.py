@@ -12,12 +12,23 @@ wall time of each section (the cells under each `## ` heading) and the notebook'
 estimates the time of the training on a Colab T4 from the FLOPs: at 25 % of its 65 TFLOP/s of
 fp16 tensor-core peak, a realistic share for small models. It goes to
 `results/report/<notebook>.json` and is printed as a table.
+
+A dry run at the gpu profile's sizes, stored (`--profile gpu --dry-run --report --store`),
+keeps that estimate in the package (`spreads/<notebook>.gpu-estimate.json`) with a digest of
+the notebook's code cells and of the package modules it ran: the README's gpu column shows it
+until a spread measured on a GPU replaces it, a test keeps every notebook's estimate under the
+T4 budget, and `webmm-lab results --stale` lists the estimates that predate a change.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import statistics
+import time
 from pathlib import Path
+
+from .spread import SPREADS, load_spread
 
 T4_PEAK_FLOPS = 65e12            # fp16 tensor cores, NVIDIA's figure for the T4
 T4_SHARE = 0.25                  # of the peak that small models reach: the estimate's assumption
@@ -56,8 +67,9 @@ _train_mod.train_step, _train_mod.train, _w.train = _counted_step, _recorded_tra
 LAST_CELL = '''# webmm-lab --report: what the kernel knows at the end (this cell is not part of the notebook)
 import json as _json, torch as _torch
 from webmm_lab.device import describe as _describe, pick_device as _pick
+from webmm_lab.provenance import package_digests as _digests
 _dev = _pick()
-_end = {"loops": _loops, "device": _describe(_dev),
+_end = {"loops": _loops, "device": _describe(_dev), "code": _digests(),
         "peak_gpu_memory_gib": round(_torch.cuda.max_memory_allocated() / 2**30, 2) if _dev.type == "cuda" else None}
 with open(_os.environ["WEBMM_REPORT_FILE"], "w") as _f:
     _json.dump(_end, _f)
@@ -112,7 +124,7 @@ def build_report(notebook: str, executed, end: dict, claims: list, seconds: floa
     return {"notebook": notebook, "profile": profile, "seconds": round(seconds, 1),
             "sections": section_times(executed), "device": end.get("device", {}),
             "peak_gpu_memory_gib": end.get("peak_gpu_memory_gib"), "loops": end.get("loops", []),
-            "training_flops": flops, "t4_estimate_seconds": round(t4, 1),
+            "training_flops": flops, "t4_estimate_seconds": round(t4, 1), "code": end.get("code", {}),
             "claims": [{"name": c.name, "kind": c.kind, "measured": c.measured, "target": c.target,
                         "compare": c.compare, "status": c.status, "baseline": c.baseline,
                         "baseline_value": c.baseline_value} for c in claims]}
@@ -143,9 +155,10 @@ def write_report(rep: dict, folder: Path) -> Path:
 
 
 def report_notebooks(books: list[Path], profile: str, out: Path, cell_timeout: int, env: dict[str, str],
-                     run_notebook) -> int:
+                     run_notebook, store: int | None = None) -> int:
     """Run each notebook with the report's cells (`run_notebook`: the command line's runner),
-    write and print what it cost; 1 if a notebook failed."""
+    write and print what it cost; 1 if a notebook failed. `store` (a dry run's steps per loop):
+    also keep each notebook's T4 estimate in the package (`store_estimate`)."""
     import shutil
     import nbformat
     from .claims import load_results
@@ -165,4 +178,108 @@ def report_notebooks(books: list[Path], profile: str, out: Path, cell_timeout: i
         path = write_report(rep, folder)
         print(format_report(rep) + f"\n  -> {path}" + (f"\n  FAILED: {error}" if error else ""), flush=True)
         failed += [book.stem] if not ok else []
+        if store is not None and ok:
+            try:
+                print(f"  stored {store_estimate(rep, book, store)}", flush=True)
+            except ValueError as e:
+                print(f"  not stored: {e}", flush=True)
+                failed.append(book.stem)
     return 1 if failed else 0
+
+
+def estimate_path(notebook: str) -> Path:
+    """Where a notebook's stored gpu estimate lives (beside its spreads)."""
+    return SPREADS / f"{notebook}.gpu-estimate.json"
+
+
+def code_digest(nb) -> str:
+    """The first 16 hex digits of a sha256 over a notebook's code cells (their sources, in
+    order): what decides the sizes a dry run measures, and nothing that storing outputs changes."""
+    text = "\n\0".join(c.source for c in nb.cells if c.cell_type == "code")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def store_estimate(rep: dict, book: Path, dry_run: int) -> Path:
+    """Keep the T4 estimate of a gpu dry run's report `rep` of notebook `book` in the package.
+    Refused (ValueError) for another profile or a loop whose FLOPs were not counted."""
+    import nbformat
+    from .provenance import machine
+    if rep["profile"] != "gpu":
+        raise ValueError(f"the estimate is of the gpu profile's sizes, this report is of {rep['profile']!r}")
+    uncounted = [r.get("run") or "(unnamed)" for r in rep["loops"] if not r.get("flops_per_step") or not r.get("steps")]
+    if uncounted:
+        raise ValueError(f"loops without counted FLOPs or steps: {', '.join(uncounted)}; an estimate "
+                         "would leave them out")
+    data = {"notebook": rep["notebook"], "profile": "gpu", "measured": time.strftime("%Y-%m-%d"),
+            "notebook_code": code_digest(nbformat.read(book, as_version=4)),
+            "training_flops": rep["training_flops"], "t4_estimate_seconds": rep["t4_estimate_seconds"],
+            "t4_assumption": f"{T4_SHARE:.0%} of {T4_PEAK_FLOPS / 1e12:.0f} TFLOP/s (fp16 peak)",
+            "dry_run": {"steps_per_loop": dry_run, "seconds": rep["seconds"], "sections": rep["sections"],
+                        "machine": machine()},
+            "loops": [{k: r.get(k) for k in ("run", "steps", "batch", "flops_per_step")} for r in rep["loops"]],
+            "code": rep.get("code", {})}
+    path = estimate_path(rep["notebook"])
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def load_estimate(notebook: str) -> dict | None:
+    """A notebook's stored gpu estimate (see `store_estimate`), or None."""
+    path = estimate_path(notebook)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def estimate_problems(book: Path) -> list[str]:
+    """Why notebook `book`'s stored gpu estimate cannot be trusted: missing, made from other
+    code cells than today's, its total not the sum of its loops, or over the T4 budget."""
+    import nbformat
+    data = load_estimate(book.stem)
+    if data is None:
+        return [f"no gpu estimate: run `webmm-lab run {book.stem[:2]} --profile gpu --dry-run --report --store`"]
+    out = []
+    if data["notebook_code"] != code_digest(nbformat.read(book, as_version=4)):
+        out.append("the notebook's code cells changed since the estimate (re-estimate it)")
+    flops, seconds = t4_estimate(data["loops"])
+    if abs(flops - data["training_flops"]) > 1e-6 * max(flops, 1) or not data["loops"]:
+        out.append("its loops do not add up to its training FLOPs")
+    if seconds > T4_BUDGET_SECONDS:
+        out.append(f"training alone takes about {seconds:.0f} s on a T4, over the {T4_BUDGET_SECONDS} s budget")
+    return out
+
+
+def times_table(books: list[Path], smoke: dict[str, str] | None = None) -> str:
+    """A Markdown table of each notebook's measured seconds in the cpu profile, from its stored
+    spread: the fastest of its runs on all threads (a busy machine only slows a run down, so the
+    fastest is the best estimate of an idle one) with their median, its one-thread run, (if
+    given) its smoke run, and the gpu profile on a Colab T4: measured where a gpu spread is
+    stored, else estimated from the stored dry run (`gpu_cell`)."""
+    smoke = smoke or {}
+    head = ("| notebook | cpu, all threads: fastest of the seeds (median) | cpu, 1 thread | smoke "
+            "| gpu, Colab T4 |\n|---|---|---|---|---|")
+    rows = []
+    fmt = lambda v: f"{v:.0f} s" if v is not None else "-"
+    for book in books:
+        data = load_spread(book.stem) or {}
+        secs, threads = data.get("seconds", {}), data.get("threads", {})
+        multi = sorted(v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") != "1")
+        one = [v for k, v in secs.items() if threads.get(k, "1" if "1 thread" in k else "all") == "1"]
+        cores = (data.get("machine") or {}).get("cores")
+        where = f", {cores} cores" if cores else ""
+        fast = f"{fmt(multi[0])} ({fmt(statistics.median(multi))}{where})" if multi else "-"
+        rows.append(f"| {book.stem} | {fast} | {fmt(one[0] if one else None)} | {smoke.get(book.stem, '-')} "
+                    f"| {gpu_cell(book.stem)} |")
+    return "\n".join([head] + rows)
+
+
+def gpu_cell(notebook: str) -> str:
+    """The README's gpu entry for a notebook: the fastest run of a stored gpu spread
+    ('measured'), else its stored estimate: training from its FLOPs on a T4 plus the rest of the
+    notebook as a dry run took on 2 CPU cores (a GPU does that part faster), else '-'."""
+    gpu, est = load_spread(notebook, "gpu"), load_estimate(notebook)
+    if gpu and gpu.get("seconds"):
+        return f"{min(gpu['seconds'].values()):.0f} s, measured"
+    if est:
+        train, rest = est["t4_estimate_seconds"], est["dry_run"]["seconds"]
+        return f"≈ {train + rest:.0f} s, estimated ({train:.0f} s training + {rest:.0f} s the rest)"
+    return "-"
