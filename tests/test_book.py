@@ -28,6 +28,7 @@ def site(tmp_path_factory):
     return index.parent
 
 
+@pytest.mark.slow
 def test_the_site_has_every_notebook_and_student_lab_and_no_solution(site):
     pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")}
     books = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -59,6 +60,7 @@ def server(site):
     httpd.shutdown()
 
 
+@pytest.mark.slow
 def test_every_page_opens_in_a_real_browser(site, server):
     executable = _chromium()
     if executable is None:

@@ -43,6 +43,7 @@ def test_clip_loss_errors_and_clamp():
     assert LOGIT_SCALE_INIT == pytest.approx(math.log(1 / 0.07))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_reproduce_the_full_batch_loss_and_gradients():
     result = gathered_equals_full_batch(world_size=2, batch=16)
     assert result["loss_diff"] <= 1e-5 and result["grad_diff"] <= 1e-5, result

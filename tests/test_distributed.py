@@ -54,6 +54,7 @@ def test_shard_gives_each_process_its_rows():
         shard(torch.zeros(5, 2), 0, 2)
 
 
+@pytest.mark.slow
 def test_gpt_on_two_processes_equals_one_and_resumes_on_one(tmp_path):
     one = train_cli(tmp_path, "gpt", "one", 1, GPT_ARGS)
     two = train_cli(tmp_path, "gpt", "two", 2, GPT_ARGS)
@@ -68,6 +69,7 @@ def test_gpt_on_two_processes_equals_one_and_resumes_on_one(tmp_path):
     assert_same_training(one, resumed)
 
 
+@pytest.mark.slow
 def test_clip_on_two_processes_equals_one(tmp_path):
     one = train_cli(tmp_path, "clip", "one", 1, CLIP_ARGS)
     two = train_cli(tmp_path, "clip", "two", 2, CLIP_ARGS)

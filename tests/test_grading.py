@@ -116,6 +116,7 @@ attempt(lambda: pathlib.Path("../../escaped.txt").write_text("x"))
     nbformat.write(notebook(src), subs / "ivy" / "lab00.ipynb")
 
 
+@pytest.mark.slow
 def test_a_class_with_hostile_submissions_is_graded_as_it_is(tmp_path, monkeypatch, capsys):
     folder, boxes, marker = tmp_path / "class", tmp_path / "boxes", f"webmm-test-{uuid.uuid4().hex}"
     subs = folder / "subs"
@@ -194,6 +195,7 @@ show("classmate", lambda: pathlib.Path({str(tmp_path / "classmate.ipynb")!r}).re
         assert "classmate refused PermissionError" in text
 
 
+@pytest.mark.slow
 def test_a_box_stopped_from_outside_leaves_no_process():
     """Ctrl-C, or a box past its grace time: its helper gets SIGTERM and ends what the kernel left."""
     marker = f"webmm-test-{uuid.uuid4().hex}"

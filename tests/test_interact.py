@@ -1,4 +1,5 @@
 import ipywidgets as widgets
+import pytest
 
 from webmm_lab.interact import live
 
@@ -42,13 +43,13 @@ print("ipywidgets", widgets.__version__, "ok")
 """
 
 
+@pytest.mark.slow
 def test_live_works_with_ipywidgets_7_as_colab_ships_it(tmp_path):
     """Colab ships ipywidgets 7.x: `live` must work there too. ipywidgets 7 is installed into a
     folder of its own (from the package registry) and imported ahead of the installed 8."""
     import subprocess
     import sys
 
-    import pytest
     target = tmp_path / "w7"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                           "ipywidgets>=7.6,<8", "ipython_genutils"], capture_output=True, text=True, timeout=300)

@@ -52,6 +52,7 @@ def _run(nb, cwd):
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_solution_passes_every_check_and_the_student_version_fails_them(path):
     solution = nbformat.read(path, as_version=4)

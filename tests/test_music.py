@@ -224,6 +224,7 @@ def test_synth_length_peak_and_timbres_differ(tmp_path):
         render(notes, timbres="kazoo")
 
 
+@pytest.mark.slow
 def test_midi_export_is_lossless_on_every_piece(tmp_path):
     """Every note of every piece survives MIDI, including Palestrina's unisons between two voices
     that share a voice name (two same-pitch notes sounding at once on one instrument)."""

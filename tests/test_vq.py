@@ -259,6 +259,7 @@ def _train_vq(rank: int = 0, world: int = 1, steps: int = 6) -> dict:
     return {"codebook": vq.codebook, "count": vq.count, "restarts": vq.restarts}
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_keep_one_codebook_equal_to_one_process_on_the_whole_batch(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_vq_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
