@@ -11,6 +11,14 @@ import torch
 from .ids import check_ids
 
 
+def lookup(table: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """The value of each query among the sorted unique keys `table` with their `values` (a
+    count, say), 0 where a query is not a key: a binary search, so only the keys that occur
+    are stored."""
+    idx = torch.searchsorted(table, queries).clamp(max=len(table) - 1)
+    return torch.where(table[idx] == queries, values[idx], torch.zeros_like(values[idx]))
+
+
 def kneser_ney_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int, n: int = 5,
                     discount: float = 0.75) -> float:
     """Mean cross-entropy (nats per token) on `val_ids` of an n-gram model counted from
@@ -31,10 +39,6 @@ def kneser_ney_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: 
         for j in range(k):
             out = out * V + ids[j:len(ids) - k + 1 + j].long()
         return out
-
-    def lookup(table: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        idx = torch.searchsorted(table, queries).clamp(max=len(table) - 1)
-        return torch.where(table[idx] == queries, values[idx], torch.zeros_like(values[idx]))
 
     grams = {k: torch.unique(codes(train_ids, k), return_counts=True) for k in range(1, n + 1)}
     N_val = len(val_ids) - n + 1

@@ -38,6 +38,7 @@ from ..data.world import SHAPES, render, sample_scenes
 from ..device import evaluating, seed_everything
 from ..ids import check_ids
 from ..kmeans import Palette
+from ..metrics import lookup
 from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..probe import fit_linear_probe, probe_accuracy
@@ -206,15 +207,9 @@ def neighbour_loss(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: 
     pairs, pair_n = torch.unique(ctx * V + y, return_counts=True)                # sorted keys, counts
     seen, seen_n = torch.unique(ctx, return_counts=True)
     ctx, y = contexts(test_ids)
-    n_pair, n_ctx = _count_of(pairs, pair_n, ctx * V + y), _count_of(seen, seen_n, ctx)
+    n_pair, n_ctx = lookup(pairs, pair_n, ctx * V + y), lookup(seen, seen_n, ctx)
     logp = ((n_pair + 1).float() / (n_ctx + V).float()).log()                    # add-one: (M*H*W,)
     return -logp.mean().item()
-
-
-def _count_of(keys: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """The count of each query among sorted unique `keys` with their `counts`, 0 if absent."""
-    i = torch.searchsorted(keys, query).clamp_max(len(keys) - 1)
-    return torch.where(keys[i] == query, counts[i], 0)
 
 
 def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
