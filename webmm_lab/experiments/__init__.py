@@ -2,13 +2,17 @@
 and its `webmm-lab train NAME` entry (`main`). Experiments use models/, data/ and the core;
 nothing below them imports an experiment.
 
-    gpt.py      notebook 02: a character-level GPT on Python's documentation, few-shot evaluation
-    igpt.py     notebook 03: Image GPT on a palette of colours, completions, linear probes
-    musenet.py  notebook 04: scores as tokens, composing in a style, a judge of style
-    jukebox.py  notebook 05: rendered audio, three VQ-VAEs, a conditioned prior and upsamplers
-    dalle.py    notebook 06: image tokenizers, DALL·E's transformer, sampling, CLIP reranking, a judge
-    clip.py     notebook 07: CLIP on the synthetic world, zero-shot evaluation
-    web.py      notebook 08: filtering a mini web, equal compute, accumulation, prompt search, distillation
+    gpt.py          notebook 02: a character-level GPT on Python's documentation, few-shot evaluation
+    igpt.py         notebook 03: Image GPT on a palette of colours, completions, linear probes
+    musenet.py      notebook 04: scores as tokens, composing in a style
+    style.py        notebook 04: a judge of style on a note list's statistics, a listener's measures
+    jukebox.py      notebook 05: rendered audio, three VQ-VAEs, a conditioned prior and upsamplers
+    sound_score.py  notebook 05: CLIP's loss between rendered sound and its score, the pitch template
+    dalle.py        notebook 06: image tokenizers, DALL·E's transformer, sampling, CLIP reranking
+    dalle_judge.py  notebook 06: a judge that never saw CLIP, the tokenizers' report, reranking's diagnostics
+    clip.py         notebook 07: CLIP on the synthetic world, zero-shot evaluation
+    web.py          notebook 08: filtering a mini web, equal compute, accumulation, prompt search, distillation
+    dedup.py        notebook 08: near-copies of an image found among thousands
 """
 from __future__ import annotations
 

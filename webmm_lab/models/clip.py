@@ -5,7 +5,7 @@ space, trained so that matching image-caption pairs have the largest dot product
     img = model.encode_image(images)                 # (B, D), unit length
     txt = model.encode_text(ids, lengths)            # (B, D): the feature at each caption's last
                                                      # token, the end-of-text marker
-    loss = clip_loss(img, txt, model.logit_scale)    # webmm_lab.contrastive
+    loss = clip_loss(img, txt, model.logit_scale)    # webmm_lab.models.contrastive
 
 Zero-shot classification: `zero_shot_weights` embeds "a photo of a {}"-style templates for each
 class name, averages them, and `logits = image_embeddings @ weights` picks a class.

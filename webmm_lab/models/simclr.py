@@ -1,5 +1,5 @@
 """SimCLR (Chen et al., 2020): an encoder and a projection head; the contrastive loss
-(webmm_lab.contrastive.info_nce) compares the projections of two views of each image.
+(webmm_lab.models.contrastive.info_nce) compares the projections of two views of each image.
 
     model = SimCLR(ConvEncoder(1, 16), proj_dim=64)
     z1, z2 = model(view1, view2)          # (B, proj_dim) each

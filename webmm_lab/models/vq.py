@@ -6,7 +6,7 @@ averages (no gradient), started from k-means on the first batch, and dead codes 
     out = vq(z)              # z (B, D, T) or (B, D, H, W): channels first, any grid
     out.quantized            # same shape as z; its gradient flows straight through to z
     out.codes                # (B, T) or (B, H, W) long: the discrete tokens
-    out.commit_loss          # ||z - sg(code)||^2: keeps the encoder near its codes
+    out.commit_loss          # beta * ||z - sg(code)||^2: keeps the encoder near its codes
     vq.decode(out.codes)     # back to (B, D, ...) vectors
 
 The pieces are plain functions too (lab 05 asks for them): `straight_through`, `ema_update`,
@@ -39,7 +39,7 @@ from ..kmeans import kmeans, nearest
 class VQOutput:
     quantized: torch.Tensor       # (B, D, *grid): z + sg(code - z), the codes' vectors going forward
     codes: torch.Tensor           # (B, *grid) long
-    commit_loss: torch.Tensor     # scalar: mean squared distance from z to its (frozen) code
+    commit_loss: torch.Tensor     # scalar: beta * the mean squared distance from z to its (frozen) code
     perplexity: torch.Tensor      # scalar: exp(entropy of this batch's code use); K if all used evenly
     used: torch.Tensor            # scalar: fraction of the codebook used by this batch
 
