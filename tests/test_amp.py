@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from webmm_lab import amp_dtype, autocast, grad_scaler, train
+from webmm_lab.batches import random_batches
 from webmm_lab.data.augment import view_pair_batches
 from webmm_lab.experiments.clip import ClipSetup, ClipWorld, build_clip, eval_set, predict, train_clip
 from webmm_lab.models.cnn import ConvEncoder
@@ -16,7 +17,6 @@ from webmm_lab.models.gpt import GPT, GPTConfig
 from webmm_lab.models.simclr import SimCLR
 from webmm_lab.models.vit import ViT
 from webmm_lab.probe import embed, fit_linear_probe
-from webmm_lab.train import random_batches
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from webmm_lab.book import build_book
+    from webmm_lab.tools.book import build_book
     out = tmp_path_factory.mktemp("book")
     t0 = time.perf_counter()
     index = build_book(ROOT, out)

@@ -175,7 +175,7 @@ def test_train_commands_write_their_model_to_the_results_folder(tmp_path, monkey
 
 
 def test_times_table_reads_the_stored_spreads(monkeypatch):
-    import webmm_lab.report as report
+    import webmm_lab.tools.report as report
     spreads = {"00_a": {"seconds": {"seed 0": 90.0, "seed 1": 30.0, "seed 2": 40.0, "seed 0, 1 thread": 55.0},
                         "threads": {"seed 0": "all", "seed 1": "all", "seed 2": "all", "seed 0, 1 thread": "1"},
                         "machine": {"cores": 2}}}

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from webmm_lab.experiments.clip import (END, PAIRS, ClipSetup, ClipWorld, build_clip, eval_scenes,
-                                  eval_set, held_out_pairs, predict, seen_classes, train_clip)
+                                        eval_set, gallery, held_out_pairs, predict, seen_classes, train_clip)
 from webmm_lab.models.contrastive import chunked_clip_loss, clip_loss
-from webmm_lab.data.world import gallery
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.gpt import GPT, GPTConfig
 from webmm_lab.models.vit import ViT
@@ -147,7 +146,7 @@ def test_gallery_puts_captions_under_the_images():
 
 
 def test_clip_benchmark_reports_every_part():
-    from webmm_lab.bench import bench_clip
+    from webmm_lab.tools.bench import bench_clip
     r = bench_clip(batch=8, device=torch.device("cpu"), repeat=2)
     assert set(r) == {"batch", "image tower", "text tower", "step", "total"}
     assert all(v > 0 for v in r.values()) and r["total"] >= r["step"]

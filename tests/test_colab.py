@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from webmm_lab.cli import main
-from webmm_lab.colab import (course_files, install_block, install_cell, install_code, parse_repo, references,
+from webmm_lab.tools.colab import (course_files, install_block, install_cell, install_code, parse_repo, references,
                              repository, results_on_drive)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_colab_command_moves_every_link_to_a_fork(tmp_path, monkeypatch):
     assert repository(course) == "prof-kim/webmm-lab-2027"
     assert all(names == {"prof-kim/webmm-lab-2027"} for names in references(course).values())
     assert old not in (course / "notebooks" / "03_image_gpt.ipynb").read_text()
-    from webmm_lab.labs import build
+    from webmm_lab.tools.labs import build
     assert build(course / "labs", check=True) == []            # student labs still match their solutions
     with pytest.raises(SystemExit, match="webmm-lab colab: --repo takes OWNER/NAME"):
         main(["colab", "--repo", "not a repo"])
@@ -127,7 +127,7 @@ def test_colab_ref_pins_every_install_cell_and_badge(tmp_path, monkeypatch):
         assert "/blob/main/" not in text and f"colab.research.google.com/github/{repo}/blob/v2027.1/" in text
         if path.suffix == ".ipynb":
             assert install_block(install_cell(json.loads(text))) == install_code(repo, "v2027.1")
-    from webmm_lab.labs import build
+    from webmm_lab.tools.labs import build
     assert build(course / "labs", check=True) == []
     assert main(["colab"]) == 0                                    # back to the default branch
     assert all(p.read_text() == (ROOT / p.relative_to(course)).read_text() for p in course_files(course))

@@ -328,7 +328,7 @@ def test_sampling_without_the_cache_gives_the_same_greedy_codes():
 
 
 def test_dalle_benchmark_reports_training_and_sampling():
-    from webmm_lab.bench import bench_dalle
+    from webmm_lab.tools.bench import bench_dalle
     r = bench_dalle(batch=2, device=torch.device("cpu"), repeat=1)
     assert set(r) == {"step", "cached", "uncached"} and all(v > 0 for v in r.values())
 

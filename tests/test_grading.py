@@ -16,10 +16,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from webmm_lab import gradebox, seal
+from webmm_lab import seal
 from webmm_lab.cli import main
-from webmm_lab import grading
-from webmm_lab.grading import container_command, container_engine, lab_of, read_checks, run_boxed, score
+from webmm_lab.tools import gradebox, grading
+from webmm_lab.tools.grading import container_command, container_engine, lab_of, read_checks, run_boxed, score
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "labs" / "solutions" / "lab00_softmax_cross_entropy.ipynb"
@@ -202,7 +202,7 @@ def test_a_box_stopped_from_outside_leaves_no_process():
     escape = (f"import os, subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
               f"{marker!r}], start_new_session=True)\nwhile True:\n    pass")
     box = grading.make_box(notebook(escape), os.urandom(32), limit=60, cell_limit=60, confine="no")
-    helper = subprocess.Popen([sys.executable, "-I", str(box / "pkg" / "webmm_lab" / "gradebox.py"), "run", str(box)],
+    helper = subprocess.Popen([sys.executable, "-I", str(box / "pkg" / "webmm_lab" / "tools" / "gradebox.py"), "run", str(box)],
                               env=grading.helper_env(box), cwd=box, start_new_session=True)
     try:
         deadline = time.monotonic() + 40

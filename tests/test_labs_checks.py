@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from webmm_lab.checks import check_function, check_raises
 from webmm_lab.checks.lab00 import check_cross_entropy, check_softmax
-from webmm_lab.labs import build, strip_solutions, student_version
+from webmm_lab.tools.labs import build, strip_solutions, student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "labs" / "solutions").glob("lab*.ipynb"))
@@ -329,7 +329,7 @@ def test_lab04_checks_accept_the_reference_and_catch_mistakes():
     from webmm_lab.checks.lab04 import (TOK, check_decode, check_encode, check_round_trip,
                                         reference_decode, reference_encode)
     from webmm_lab.data import load
-    from webmm_lab.experiments.musenet import pitch_name
+    from webmm_lab.data.music_tokens import pitch_name
 
     assert check_encode(reference_encode, seed=0, verbose=False)
 
@@ -387,7 +387,8 @@ def _musenet_decoder(tokens, latest=False, floor=True, hang_one_step=False):
     """A student's MuseNet-form decoder; `latest`, `floor=False` and `hang_one_step` (every note
     still sounding at the end lasts 1 step) are mistakes the checks must catch."""
     import numpy as np
-    from webmm_lab.experiments.musenet import INSTRUMENTS, pitch_number
+    from webmm_lab.data.music import INSTRUMENTS
+    from webmm_lab.data.music_tokens import pitch_number
     now, rows, sounding = 0, [], {}
     for t in tokens:
         if t.startswith("wait:"):
@@ -409,7 +410,7 @@ def _musenet_decoder(tokens, latest=False, floor=True, hang_one_step=False):
 def test_lab04_checks_catch_the_mistakes_of_issue_36_whatever_the_seed(seed):
     import numpy as np
     from webmm_lab.checks.lab04 import TOK, check_decode, check_encode, check_musenet_decode, reference_decode
-    from webmm_lab.experiments.musenet import pitch_name
+    from webmm_lab.data.music_tokens import pitch_name
 
     assert check_musenet_decode(_musenet_decoder, seed=seed, verbose=False)
     latest = check_musenet_decode(lambda t: _musenet_decoder(t, latest=True), seed=seed, verbose=False)

@@ -86,7 +86,8 @@ def test_wrong_style_loss_averages_every_piece_under_every_other_style():
 
 
 def test_grammar_counts_notes_with_and_without_their_duration():
-    from webmm_lab.experiments.musenet import MusicTokenizer, grammar
+    from webmm_lab.data.music_tokens import MusicTokenizer
+    from webmm_lab.experiments.musenet import grammar
     tok = MusicTokenizer()
     good = tok.ids(["soprano:C5", "dur:4", "wait:4", "alto:C4", "dur:2", "<end>", "bass:C3"])
     bad = tok.ids(["soprano:C5", "alto:C4", "dur:2", "wait:2", "tenor:C4", "wait:1", "bass:C3"])

@@ -7,8 +7,8 @@ import torch
 
 from webmm_lab.data import load
 from webmm_lab.data import music
-from webmm_lab.experiments.musenet import (MuseData, MuseSetup, MusicTokenizer, build_musenet,
-                                           compose, grammar, musenet_form)
+from webmm_lab.data.music_tokens import MusicTokenizer, musenet_form
+from webmm_lab.experiments.musenet import MuseData, MuseSetup, build_musenet, compose, grammar
 from webmm_lab.experiments.style import (excerpts, judge_styles, one_at_a_time, style_features,
                                          train_style_judge)
 from webmm_lab.data.audio import TIMBRES, render, write_wav

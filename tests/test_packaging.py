@@ -59,11 +59,13 @@ def _imports(path: Path) -> set[str]:
 
 def test_dependencies_point_one_way():
     """notebooks -> experiments -> models and data -> core; the lab checks may use any of them
-    (their references); the tools (cli, bench, labs, grading, gradebox, book, colab) sit on top."""
+    (their references); the tools (tools/: bench, labs, grading, gradebox, book, colab, report;
+    and the cli) sit on top. Data is read, not trained or drawn: data/ imports neither the
+    training loop nor the plots."""
     def layer(module: str) -> str:
         part = module.split(".")[1]
         return part if part in ("experiments", "models", "data", "checks") else \
-            "tool" if part in ("cli", "bench", "labs", "grading", "gradebox", "book", "colab") else "core"
+            "tool" if part in ("cli", "tools") else "core"
     allowed = {"core": {"core"}, "data": {"core", "data"}, "models": {"core", "models"},
                "experiments": {"core", "data", "models", "experiments"},
                "checks": {"core", "data", "models", "experiments", "checks"}}
@@ -76,6 +78,21 @@ def test_dependencies_point_one_way():
                 continue
             assert imported.split(".")[1] != "cli", f"{module} imports the command line"
             assert layer(imported) in allowed[layer(module)], f"{module} ({layer(module)}) imports {imported}"
+            if layer(module) == "data":
+                assert imported not in ("webmm_lab.train", "webmm_lab.plots"), f"{module} imports {imported}"
+
+
+def test_every_torch_module_lives_in_models():
+    """A newcomer finds every network in models/: no nn.Module subclass anywhere else."""
+    outside = []
+    for path in (ROOT / "webmm_lab").rglob("*.py"):
+        if path.parent.name == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b) in ("nn.Module", "torch.nn.Module", "Module")
+                                                      for b in node.bases):
+                outside.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not outside, "move these into webmm_lab/models/: " + "; ".join(outside)
 
 
 def test_modules_and_functions_stay_short():

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from webmm_lab.cli import main, stale_notebooks
-from webmm_lab.report import (T4_BUDGET_SECONDS, T4_PEAK_FLOPS, T4_SHARE, estimate_problems, gpu_cell,
+from webmm_lab.tools.report import (T4_BUDGET_SECONDS, T4_PEAK_FLOPS, T4_SHARE, estimate_problems, gpu_cell,
                               section_times, store_estimate, t4_estimate)
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -67,7 +67,7 @@ def _report(flops=1e9, steps=100, profile="gpu"):
 
 
 def test_a_stored_estimate_is_refused_when_stale_uncounted_or_over_budget(tmp_path, monkeypatch):
-    monkeypatch.setattr("webmm_lab.report.SPREADS", tmp_path / "spreads")
+    monkeypatch.setattr("webmm_lab.tools.report.SPREADS", tmp_path / "spreads")
     monkeypatch.setattr("webmm_lab.spread.SPREADS", tmp_path / "spreads")
     book = tmp_path / "00_tiny.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("steps = pick(2, 10, 100)")]), book)

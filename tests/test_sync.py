@@ -15,17 +15,25 @@ import pytest
 import torch
 
 import webmm_lab.ids
+from webmm_lab.batches import window_batches
 from webmm_lab.data.augment import view_pair_batches
 from webmm_lab.experiments.clip import ClipSetup, ClipWorld, build_clip, train_clip
-from webmm_lab.experiments.dalle import (DalleSetup, build_dalle, build_tokenizer, build_world,
-                                         encode_images, train_dalle, train_tokenizer)
+from webmm_lab.experiments.dalle import (
+    DalleSetup,
+    build_dalle,
+    build_tokenizer,
+    build_world,
+    encode_images,
+    train_dalle,
+    train_tokenizer,
+)
 from webmm_lab.experiments.gpt import lm_loss
 from webmm_lab.experiments.jukebox import JukeboxSetup, build_vqvae, train_vqvae
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.contrastive import info_nce
 from webmm_lab.models.gpt import GPT, GPTConfig
 from webmm_lab.models.simclr import SimCLR
-from webmm_lab.train import train, window_batches
+from webmm_lab.train import train
 
 loop = importlib.import_module("webmm_lab.train")      # the module (the package exports its function)
 HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy")

@@ -6,8 +6,8 @@ from torch import nn
 
 from webmm_lab import random_batches, train
 from webmm_lab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from webmm_lab.paths import checkpoint_dir
 from webmm_lab.device import grad_scaler
+from webmm_lab.paths import checkpoint_dir
 from webmm_lab.train import TrainConfig, lr_at, param_groups, train_step
 
 
@@ -173,7 +173,7 @@ def test_random_batches_depend_only_on_step():
 
 
 def test_window_batches_mix_streams_and_shift_targets():
-    from webmm_lab.train import window_batches
+    from webmm_lab.batches import window_batches
     a, b = torch.arange(0, 1000), torch.arange(5000, 6000)
     fn = window_batches([a, b], batch_size=400, block_size=8, weights=[0.25, 0.75], seed=3)
     x, y = fn(0)

@@ -238,34 +238,125 @@ def test_vqvae_parts_are_detached_tensors_not_host_floats():
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in out.parts.values())
 
 
+def _update_before(state: dict, flat: torch.Tensor, codes: torch.Tensor, decay: float,
+                   threshold: float) -> dict:
+    """`VectorQuantizer._update` on one process as it was before the statistics were all-reduced
+    (issue 39), frozen: the EMA step, total / count, then the restarts, as plain tensor code."""
+    K, N = len(state["count"]), len(flat)
+    n = torch.zeros(K).index_add_(0, codes, torch.ones(N))                             # (K,)
+    s = torch.zeros_like(state["total"]).index_add_(0, codes, flat)                   # (K, D)
+    count = decay * state["count"] + (1 - decay) * n
+    total = decay * state["total"] + (1 - decay) * s
+    codebook = total / count.clamp_min(1e-5)[:, None]
+    dead = count < threshold                                                          # (K,)
+    rank = (dead.cumsum(0) - 1).clamp_min(0)
+    pick = torch.randperm(N)[rank.clamp_max(N - 1)]                                   # (K,)
+    if K > N:
+        pick = torch.where(rank < N, pick, torch.randint(N, (K,)))
+    fresh = flat[pick]                                                                # (K, D)
+    return {"codebook": torch.where(dead[:, None], fresh, codebook),
+            "count": torch.where(dead, torch.full_like(count, threshold), count),
+            "total": torch.where(dead[:, None], threshold * fresh, total),
+            "restarts": state["restarts"] + dead.sum()}
+
+
+def test_one_process_keeps_the_codebook_bit_for_bit_as_before_with_restarts():
+    from webmm_lab.kmeans import nearest
+    torch.manual_seed(0)
+    data = torch.Generator().manual_seed(1)
+    centres = torch.randn(3, 4, generator=data) * 4                      # 3 clusters for 24 codes: codes die
+
+    def batch():                                                          # (2, D, 32)
+        flat = centres[torch.randint(3, (64,), generator=data)] + 0.3 * torch.randn(64, 4, generator=data)
+        return flat.view(2, 32, 4).movedim(-1, 1)
+    vq = VectorQuantizer(24, 4, decay=0.9)
+    vq.init_from(batch().movedim(1, -1).reshape(-1, 4))
+    state = {k: getattr(vq, k).clone() for k in ("codebook", "count", "total", "restarts")}
+    restarted = []
+    for step in range(12):
+        z = batch()
+        rng = torch.get_rng_state()
+        out = vq(z)
+        after = torch.get_rng_state()
+        torch.set_rng_state(rng)                                          # the same draws for the reference
+        flat = z.movedim(1, -1).reshape(-1, 4)                            # (64, D)
+        codes = nearest(flat, state["codebook"])[0]
+        assert torch.equal(out.codes.flatten(), codes), step
+        state = _update_before(state, flat, codes, 0.9, 1.0)
+        assert torch.equal(torch.get_rng_state(), after), step
+        for k, v in state.items():
+            assert torch.equal(getattr(vq, k), v), (step, k)
+        restarted.append(state["restarts"].item())
+    assert len(set(restarted)) >= 4 and restarted[-1] > 3                 # restarts on several steps
+
+
+def test_the_hooks_for_processes_sum_the_statistics_and_share_the_restart_vectors():
+    torch.manual_seed(0)
+    count, total = torch.tensor([0.2, 2.0, 0.5, 3.0, 1.5]), torch.randn(5, 2)
+    flat, codes = torch.randn(12, 2), torch.randint(5, (12,))
+    doubled = ema_update(count, total, flat, codes, 0.9, reduce=lambda t: t.mul_(2))   # two processes alike
+    whole = ema_update(count, total, flat.repeat(2, 1), codes.repeat(2), 0.9)          # one with both batches
+    assert all(torch.allclose(a, b) for a, b in zip(doubled, whole))
+    plain = ema_update(count, total, flat, codes, 0.9)
+    kept = ema_update(count, total, flat, codes, 0.9, reduce=lambda t: None)            # one process
+    assert all(torch.equal(a, b) for a, b in zip(kept, plain))
+    codebook, dead = total / count[:, None], count < 1.0
+    rank_0 = torch.full((5, 2), 7.0)                                      # the vectors rank 0 drew
+    new, c, t, n = restart_dead_codes(codebook, count, total, flat, 1.0,
+                                      share=lambda fresh: fresh.copy_(rank_0))
+    assert n.item() == 2 and (new[dead] == 7).all() and torch.equal(new[~dead], codebook[~dead])
+    assert (c[dead] == 1).all() and (t[dead] == 7).all() and torch.equal(t[~dead], total[~dead])
+
+
+def _vq_batches(steps: int = 6) -> list[torch.Tensor]:
+    data = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 4, 6, generator=data) * torch.rand(1, 4, 1, generator=data) * 3   # (8, D, T)
+            for _ in range(steps)]
+
+
+def _train_vq(rank: int = 0, world: int = 1, threshold: float = 0.995) -> list[dict]:
+    """Train a VectorQuantizer on this process's rows of each batch: its buffers after every step."""
+    torch.manual_seed(0)                                                 # the same start everywhere
+    vq = VectorQuantizer(16, 4, restart_threshold=threshold)          # 0.995: a code that wins nothing restarts
+    steps = []
+    for z in _vq_batches():
+        n = len(z) // world
+        vq(z[rank * n:(rank + 1) * n])
+        steps.append({k: getattr(vq, k).clone() for k in ("codebook", "count", "total", "restarts")})
+    return steps
+
+
 def _vq_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    """Train a VectorQuantizer for a few steps on this process's rows of each batch."""
+    """Train with restarts off and on, on this process's rows of each batch."""
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.save(_train_vq(rank, world), f"{out_dir}/rank{rank}.pt")
+        runs = {"off": _train_vq(rank, world, threshold=0.0), "on": _train_vq(rank, world)}
+        torch.save(runs, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _train_vq(rank: int = 0, world: int = 1, steps: int = 6) -> dict:
-    torch.manual_seed(0)                                                 # the same start everywhere
-    vq = VectorQuantizer(16, 4, restart_threshold=0.995)              # a code that wins nothing once restarts
-    data = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        z = torch.randn(8, 4, 6, generator=data) * torch.rand(1, 4, 1, generator=data) * 3   # (8, D, T)
-        n = len(z) // world
-        vq(z[rank * n:(rank + 1) * n])
-    return {"codebook": vq.codebook, "count": vq.count, "restarts": vq.restarts}
+def _close(a: dict, b: dict) -> bool:
+    return all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-6, atol=1e-6) for k in a)
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_keep_one_codebook_equal_to_one_process_on_the_whole_batch(tmp_path):
+def test_two_gloo_processes_keep_one_codebook_as_one_process_on_the_whole_batch_until_a_restart(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_vq_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    one = _train_vq()
-    assert one["restarts"] > 0                                           # the test exercises restarts
-    assert torch.equal(a["codebook"], b["codebook"]) and torch.equal(a["count"], b["count"])
-    assert torch.allclose(a["codebook"], one["codebook"], atol=1e-5)
-    assert torch.allclose(a["count"], one["count"], atol=1e-5) and a["restarts"] == one["restarts"]
+    for run in ("off", "on"):                                           # the same buffers on both, every step
+        assert all(torch.equal(x[k], y[k]) for x, y in zip(a[run], b[run]) for k in x), run
+    assert all(_close(x, y) for x, y in zip(a["off"], _train_vq(threshold=0.0)))   # summed statistics
+    on = a["on"]
+    assert on[-1]["restarts"] > 0                                        # the test exercises restarts
+    before = [x for x in on if x["restarts"] == 0]
+    assert before and all(_close(x, y) for x, y in zip(before, _train_vq()))
+    batches, last = _vq_batches(), torch.tensor(0)
+    for z, x in zip(batches, on):                                        # restarts land on rank 0's rows
+        moved = x["count"] == torch.tensor(0.995)                        # restarted in this step
+        assert moved.sum() == x["restarts"] - last
+        rows = z[:4].movedim(1, -1).reshape(-1, 4)                       # (4 * T, D): rank 0's vectors
+        assert (x["codebook"][moved][:, None] == rows[None]).all(-1).any(-1).all()
+        last = x["restarts"]

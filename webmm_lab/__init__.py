@@ -3,10 +3,11 @@
 One home for every piece the notebooks build: device and profiles, the training loop,
 checkpoints, claims, data sets, lab checks and plots. Notebooks import from here.
 """
+from .batches import random_batches
 from .claims import Baseline, ClaimFailed, ClaimRefused, Claims, IdentityFailed, check_identity
 from .device import amp_dtype, autocast, describe, evaluating, grad_scaler, pick_device, seed_everything
 from .profiles import PROFILES, ProfileError, active_profile, notebook_seed, pick
-from .train import History, random_batches, train
+from .train import History, train
 
 __version__ = "0.1.0"
 

@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .grading import need_jupyter
 from .claims import format_table, load_code, load_results
-from .spread import format_spread, load_spread, spread, spread_path, spread_problems
 from .paths import course_root, results_dir
 from .profiles import PROFILES
+from .spread import format_spread, load_spread, spread, spread_path, spread_problems
+from .tools.grading import need_jupyter
 
 TRAINERS = {"gpt": "webmm_lab.experiments.gpt", "clip": "webmm_lab.experiments.clip"}  # their main()
 
@@ -117,9 +117,10 @@ def stale_notebooks(folder: Path) -> list[tuple[str, str, list[str]]]:
     reasons). A notebook stored without that record counts as stale, with 'no record' as its
     reason; so does a spread whose claims name no baseline ('no baselines'), and a gpu estimate
     made from other code cells than the notebook's today ('notebook changed')."""
-    from .provenance import stale_modules
-    from .report import code_digest, load_estimate
     import nbformat
+
+    from .provenance import stale_modules
+    from .tools.report import code_digest, load_estimate
     out = []
     for book in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(book, as_version=4)
@@ -333,7 +334,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _colab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Point every Colab badge and install cell at another repository (and ref)."""
-    from .colab import parse_repo, repository, set_repository
+    from .tools.colab import parse_repo, repository, set_repository
     old = repository(_root())
     try:
         new = parse_repo(args.repo) if args.repo else old
@@ -353,14 +354,14 @@ def _times(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for book in books:
             ok, secs, _ = run_notebook(book, "smoke", results_dir() / "times")
             smoke[book.stem] = f"{secs:.0f} s" if ok else "failed"
-    from .report import times_table
+    from .tools.report import times_table
     print(times_table(books, smoke))
     return 0
 
 
 def _book(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build the course's static website."""
-    from .book import build_book
+    from .tools.book import build_book
     t0 = time.perf_counter()
     index = build_book(_root(), Path(args.out) if args.out else results_dir() / "book")
     print(f"built {index} in {time.perf_counter() - t0:.0f} s; open it in a browser, or serve "
@@ -370,7 +371,7 @@ def _book(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Grade students' lab notebooks into a CSV file."""
-    from .grading import IMAGE, grade, summary, write_csv
+    from .tools.grading import IMAGE, grade, summary, write_csv
     lab = f"{int(args.lab):02d}" if args.lab is not None and args.lab.isdigit() else args.lab
     graded = grade(Path(args.submissions), _root() / "labs" / "solutions", lab, args.time_limit,
                    cell_limit=args.cell_limit, isolate=args.isolate, image=args.image or IMAGE)
@@ -407,7 +408,7 @@ def _results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _labs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build the student labs from their solutions (or --check them)."""
-    from .labs import build
+    from .tools.labs import build
     changed = build(_root() / "labs", check=args.check)
     if args.check:
         for p in changed:

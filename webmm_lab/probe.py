@@ -76,7 +76,8 @@ def _hog(grey: np.ndarray, cell: int, block: int, orientations: int) -> torch.Te
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None,
                      weight_decay: float = 1e-2, steps: int = 200) -> nn.Module:
     """A softmax classifier on standardised features, fitted by L-BFGS (full batch): the
-    features are frozen, only this linear layer learns."""
+    features are frozen, only this linear layer learns. Returned as one `nn.Linear` on the raw
+    features, the standardisation folded into its weights."""
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
     n_classes = n_classes or int(labels.max()) + 1
@@ -94,8 +95,10 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: in
         return loss
     with torch.enable_grad():
         opt.step(closure)
-    probe = nn.Sequential(Standardize(mean, std), linear)
-    return probe.requires_grad_(False)
+    with torch.no_grad():              # W((x - mean) / std) + b = (W / std) x + (b - (W / std) mean)
+        linear.weight /= std
+        linear.bias -= linear.weight @ mean
+    return linear.requires_grad_(False)
 
 
 def fit_linear_probe_cv(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None,
@@ -120,18 +123,6 @@ def fit_linear_probe_cv(features: torch.Tensor, labels: torch.Tensor, n_classes:
         scores[wd] = sum(accs) / len(accs)
     best = max(weight_decays, key=lambda wd: scores[wd])
     return fit_linear_probe(features, labels, n_classes, weight_decay=best), best
-
-
-class Standardize(nn.Module):
-    """(x - mean) / std with fixed statistics."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 @torch.no_grad()

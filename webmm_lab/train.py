@@ -10,7 +10,7 @@
 - `loss_fn(model, batch) -> scalar loss` gets the model as it runs (in DDP under torchrun,
   compiled with `compile=True`); `eval_fn` and `after_step` get the model itself.
   `batch_fn(step) -> batch` (tensors, tuples or dicts).
-  Make `batch_fn` depend only on `step` (see `random_batches`): then a resumed run sees exactly
+  Make `batch_fn` depend only on `step` (see `webmm_lab.batches`): then a resumed run sees exactly
   the batches an uninterrupted one would, and repeats it bit for bit on the CPU.
 - AdamW, no weight decay on 1-D parameters (biases, norms, scales); linear warmup then cosine
   decay to `min_lr_ratio * lr`; gradient clipping; autocast + grad scaler on GPUs.
@@ -88,49 +88,6 @@ def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float 
         return lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The random generator of one training step: it depends only on (seed, step), so a resumed
-    run draws exactly the batches an uninterrupted one would."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Callable[[int], tuple]:
-    """A `batch_fn` drawing `batch_size` random rows of `tensors`; the draw depends only on step."""
-    n = len(tensors[0])
-    if any(len(t) != n for t in tensors):
-        raise ValueError(f"tensors have different lengths {[len(t) for t in tensors]}")
-
-    def batch_fn(step: int) -> tuple:
-        g = step_generator(seed, step)
-        idx = torch.randint(n, (batch_size,), generator=g)
-        return tuple(t[idx] for t in tensors)
-    return batch_fn
-
-
-def window_batches(streams: list[torch.Tensor], batch_size: int, block_size: int,
-                   weights: list[float] | None = None, seed: int = 0) -> Callable[[int], tuple]:
-    """A `batch_fn` for language models: random windows of `block_size + 1` tokens from 1-D
-    token streams, each row drawn from stream i with probability weights[i]; returns
-    (inputs, targets), both (batch_size, block_size), targets shifted by one."""
-    weights = torch.tensor(weights or [1.0] * len(streams), dtype=torch.float)
-    for s in streams:
-        if s.dim() != 1 or len(s) <= block_size + 1:
-            raise ValueError(f"each stream must be 1-D and longer than block_size + 1 = "
-                             f"{block_size + 1}, got shape {tuple(s.shape)}")
-    offsets = torch.arange(block_size + 1)
-
-    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = step_generator(seed, step)
-        which = torch.multinomial(weights, batch_size, replacement=True, generator=g)   # (B,)
-        rows = torch.empty(batch_size, block_size + 1, dtype=streams[0].dtype)
-        for i, s in enumerate(streams):
-            sel = (which == i).nonzero().flatten()
-            starts = torch.randint(len(s) - block_size - 1, (len(sel),), generator=g)
-            rows[sel] = s[starts[:, None] + offsets]                                     # (b, T+1)
-        return rows[:, :-1], rows[:, 1:]
-    return batch_fn
 
 
 def checkpoint_path(run: str, seed: int = 0) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data.music import sort_notes
-from ..experiments.musenet import MusicTokenizer, musenet_decode, musenet_form
+from ..data.music_tokens import MusicTokenizer, musenet_decode, musenet_form
 from . import Case, CheckResult, _report, check_with_cases
 
 TOK = MusicTokenizer()

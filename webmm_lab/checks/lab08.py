@@ -8,11 +8,10 @@ from typing import Callable
 
 import torch
 
-from torch import nn
-
 from ..data.web import BLOCKLIST, build_web
 from ..experiments.dedup import colour_histograms, dedup_by_embedding
 from ..experiments.web import choose_threshold, full_batch_gradients, max_difference, score_filter
+from ..models.clip import TinyCLIP
 from ..models.contrastive import clip_loss
 from . import CheckResult, _report
 
@@ -135,22 +134,6 @@ def check_clip_score_filter(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tens
         if not torch.equal(removed, scores < threshold):
             return _failed(name, verbose, "removed must be exactly the pairs scoring below the threshold")
     return _report(CheckResult(name, True, "the best validation threshold, applied, on 10 random score sets"), verbose)
-
-
-class TinyCLIP(nn.Module):
-    """Two small towers with CLIP's interface: forward(images, ids, lengths) -> (image features,
-    text features), unit length, and a learned `logit_scale`; for the GradCache check."""
-
-    def __init__(self, vocab: int = 20, dim: int = 8):
-        super().__init__()
-        self.image = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, dim))
-        self.embed = nn.Embedding(vocab, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(2.0))
-
-    def forward(self, images, ids, lengths):
-        keep = (torch.arange(ids.shape[1]) < lengths[:, None]).float()[..., None]      # (n, T, 1)
-        text = (self.embed(ids) * keep).sum(1) / lengths[:, None].float()
-        return (nn.functional.normalize(self.image(images), dim=-1), nn.functional.normalize(text, dim=-1))
 
 
 def check_grad_cache(fn: Callable, verbose: bool = True) -> CheckResult:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..train import step_generator
+from ..batches import step_generator
 
 
 @dataclass

@@ -305,14 +305,3 @@ def _layout_caption(scene: Scene, rng: np.random.Generator, template: str | None
         raise ValueError("only panels with the same shape as an outline on the bottom have captions")
     template = template or PANEL_TEMPLATES[rng.integers(len(PANEL_TEMPLATES))]
     return template.format(colour=scene.colour, object=scene.obj)
-
-
-def gallery(scenes: list[Scene], resolution: int = 64, seed: int = 0, ncols: int = 6,
-            background: str = "black", size: float = 2.0):
-    """Render `scenes` in a grid with a caption under each image (a random template per scene,
-    fixed by `seed`). Returns the figure."""
-    from ..plots import image_grid
-    rng = np.random.default_rng(seed)
-    captions = [caption(s, rng) for s in scenes]
-    return image_grid(render(scenes, resolution, background, seed), captions, ncols=ncols, size=size,
-                      title_size=7, wrap=int(4 + 11 * size), below=True)

@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from ..batches import step_generator
 from ..checkpoint import save_checkpoint
-from ..models.contrastive import LOGIT_SCALE_INIT, chunked_clip_loss, clamp_logit_scale, clip_loss
-from ..device import evaluating, pick_device
-from ..distributed import finish, leave, main_on_processes
+from ..data.tokenizers import BPETokenizer, pad_batch
 from ..data.world import COLOURS, SHAPES, Scene, caption, render, sample_scenes
+from ..device import evaluating, pick_device
+from ..distributed import main_on_processes
 from ..models.clip import CLIP, zero_shot_weights
 from ..models.cnn import ConvEncoder
+from ..models.contrastive import chunked_clip_loss, clamp_logit_scale, clip_loss
 from ..models.gpt import GPT, GPTConfig
-from ..data.tokenizers import BPETokenizer, pad_batch
-from ..train import History, step_generator, train
+from ..plots import image_grid
+from ..train import History, train
 from . import parse_setup, setup_parser
 
 PAIRS = [(shape, colour) for shape in SHAPES for colour in COLOURS]    # the 48 classes
@@ -296,67 +294,14 @@ def predict_supervised(model: nn.Module, images: torch.Tensor, classes: list[int
         return torch.tensor(classes)[logits.argmax(1).cpu()]
 
 
-# The course's check of the gathered loss: 2 gloo processes, each with half of a batch.
-
-class _TwoTowers(nn.Module):
-    """A minimal image/text pair of encoders with a learned logit scale, for the check."""
-
-    def __init__(self, d_image: int = 12, d_text: int = 10, dim: int = 8):
-        super().__init__()
-        self.image = nn.Linear(d_image, dim)
-        self.text = nn.Linear(d_text, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-
-    def loss(self, images: torch.Tensor, texts: torch.Tensor, gather: bool) -> torch.Tensor:
-        return clip_loss(self.image(images), self.text(texts), self.logit_scale, gather=gather)
-
-
-def _data(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 12, generator=g), torch.randn(batch, 10, generator=g)
-
-
-def _worker(rank: int, world: int, init_file: str, out_file: str, batch: int, seed: int) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(seed)
-        model = _TwoTowers()
-        images, texts = _data(batch, seed)
-        n = batch // world
-        local = slice(rank * n, (rank + 1) * n)
-        loss = model.loss(images[local], texts[local], gather=True)
-        loss.backward()
-        for p in model.parameters():                 # what DDP does: average the gradients
-            dist.all_reduce(p.grad)
-            p.grad /= world
-        mean_loss = loss.detach().clone()
-        dist.all_reduce(mean_loss)
-        mean_loss /= world
-        if rank == 0:
-            torch.manual_seed(seed)
-            reference = _TwoTowers()
-            full = reference.loss(images, texts, gather=False)
-            full.backward()
-            grad_diff = max((p.grad - q.grad).abs().max().item()
-                            for p, q in zip(model.parameters(), reference.parameters()))
-            torch.save({"loss_diff": abs(mean_loss.item() - full.item()), "grad_diff": grad_diff,
-                        "loss": full.item()}, out_file)
-    except BaseException:
-        leave()
-        raise
-    finish()
-
-
-def gathered_equals_full_batch(world_size: int = 2, batch: int = 16, seed: int = 0) -> dict[str, float]:
-    """Run the contrastive loss on `world_size` gloo processes, each with batch/world_size rows,
-    features gathered with gradients; return the largest differences from one process computing
-    the full batch: {"loss_diff", "grad_diff", "loss"}."""
-    if batch % world_size:
-        raise ValueError(f"batch {batch} must divide evenly among {world_size} processes")
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file, out_file = str(Path(tmp) / "init"), str(Path(tmp) / "result.pt")
-        mp.spawn(_worker, args=(world_size, init_file, out_file, batch, seed), nprocs=world_size)
-        return torch.load(out_file, weights_only=True)
+def gallery(scenes: list[Scene], resolution: int = 64, seed: int = 0, ncols: int = 6,
+            background: str = "black", size: float = 2.0):
+    """Render `scenes` in a grid with a caption under each image (a random template per scene,
+    fixed by `seed`). Returns the figure."""
+    rng = np.random.default_rng(seed)
+    captions = [caption(s, rng) for s in scenes]
+    return image_grid(render(scenes, resolution, background, seed), captions, ncols=ncols, size=size,
+                      title_size=7, wrap=int(4 + 11 * size), below=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,17 +23,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.world import (PANEL_TEMPLATES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene,
-                          caption, render, sample_panels, sample_scenes, sample_signs)
+from ..batches import step_generator
 from ..data.augment import soften
 from ..data.images import unit_float
 from ..data.tokenizers import BPETokenizer
+from ..data.world import (
+    PANEL_TEMPLATES,
+    SIGN_LETTERS,
+    SIGN_TEMPLATES,
+    TEMPLATES,
+    Scene,
+    caption,
+    render,
+    sample_panels,
+    sample_scenes,
+    sample_signs,
+)
 from ..device import evaluating, seed_everything
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
-from ..train import History, step_generator, train
+from ..train import History, train
 from .clip import END, ClipSetup, ClipWorld, held_out_pairs
-from .gpt import unigram_loss                 # re-exported: notebook 06 reads the baseline from here
+from .gpt import unigram_loss  # re-exported: notebook 06 reads the baseline from here
 
 TOKENIZERS = ("dvae", "vq")
 

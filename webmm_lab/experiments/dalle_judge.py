@@ -18,17 +18,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..batches import step_generator
 from ..data.augment import soften
-from ..data.world import (COLOURS, SHAPES, SIGN_LETTERS, Scene, caption, object_name, render,
-                          sample_panels, sample_scenes, sample_signs)
+from ..data.world import (
+    COLOURS,
+    SHAPES,
+    SIGN_LETTERS,
+    Scene,
+    caption,
+    object_name,
+    render,
+    sample_panels,
+    sample_scenes,
+    sample_signs,
+)
 from ..device import evaluating, seed_everything
 from ..models.clip import CLIP
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
+from ..models.judge import Judge
 from ..models.vq import perplexity
-from ..train import History, step_generator, train
+from ..train import History, train
 from .dalle import DalleSetup, DalleWorld, decode_codes, draw, encode_images, text_batch
 
 # ------------------------------------------------------------------ the judge
@@ -60,24 +71,6 @@ def judge_labels(scenes: list[Scene]) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-class Judge(nn.Module):
-    """Strided convolutions (no pooling: where things are matters) and an MLP with one linear
-    head per attribute. Unlike CLIP's image tower it keeps the layout, and it never sees text."""
-
-    def __init__(self, resolution: int = 32, width: int = 32):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),                          # (B, w, R, R)
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),        # (B, 2w, R/2, R/2)
-            nn.Conv2d(2 * width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),    # (B, 2w, R/4, R/4)
-            nn.Flatten(), nn.Linear(2 * width * (resolution // 4) ** 2, 256), nn.ReLU())   # (B, 256)
-        self.heads = nn.Linear(256, sum(HEADS.values()))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of each head, in HEADS' order: [(B, classes), ...]."""
-        return list(self.heads(self.net(x)).split(list(HEADS.values()), dim=1))
-
-
 def judge_training_scenes(n: int, seed: int = 0) -> list[Scene]:
     """Every pair (held-out ones too: the judge must read them), signs, and two-panel scenes
     with any bottom shape, filled or outline."""
@@ -88,7 +81,7 @@ def judge_training_scenes(n: int, seed: int = 0) -> list[Scene]:
 
 def build_judge(setup: DalleSetup) -> Judge:
     seed_everything(setup.seed + 7)
-    return Judge(setup.resolution, setup.judge_width)
+    return Judge(HEADS, setup.resolution, setup.judge_width)
 
 
 def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, device=None,
@@ -307,7 +300,7 @@ def bootstrap_interval(correct: torch.Tensor, scores: torch.Tensor, draws: int =
     return means.quantile(0.025).item(), means.quantile(0.975).item()
 
 
-__all__ = ["HEADS", "judge_labels", "Judge", "judge_training_scenes", "build_judge", "train_judge", "read",
+__all__ = ["HEADS", "judge_labels", "judge_training_scenes", "build_judge", "train_judge", "read",
            "agreement", "describe", "tokenizer_report", "choose_tokenizer", "clip_scores", "rerank_gain",
            "panel_agreement", "Samples", "sample_and_judge", "clip_shape_reading", "shape_scores", "resample_codes",
            "bootstrap_interval"]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..batches import window_batches
 from ..checkpoint import save_checkpoint
 from ..data import load
 from ..data.tasks import TASKS, real_words, task_stream
@@ -32,7 +33,7 @@ from ..device import pick_device, seed_everything
 from ..distributed import main_on_processes
 from ..ids import check_ids
 from ..models.gpt import GPT, GPTConfig
-from ..train import History, train, window_batches
+from ..train import History, train
 from . import parse_setup, setup_parser
 
 

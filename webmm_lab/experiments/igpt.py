@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batches import random_batches
 from ..data import load
 from ..data.images import paste
 from ..data.world import SHAPES, render, sample_scenes
@@ -42,7 +43,7 @@ from ..metrics import lookup
 from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..probe import fit_linear_probe, probe_accuracy
-from ..train import History, random_batches, train
+from ..train import History, train
 from .gpt import lm_loss, unigram_loss
 
 SOURCES = ("digits", "canvas", "world", "mnist")

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batches import step_generator
 from ..data.audio import AudioSet, load_audio
 from ..data.music import STYLES
 from ..device import evaluating, seed_everything
 from ..models.gpt import GPT, GPTConfig
 from ..models.vq import perplexity
 from ..models.vqvae import VQVAE, Upsampler, spectral_convergence
-from ..train import History, step_generator, train
+from ..train import History, train
 
 LEVELS = ("bottom", "middle", "top")
 

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batches import step_generator
 from ..data.music import GRID, load_music
 from ..device import evaluating
-from ..models.contrastive import LOGIT_SCALE_INIT, clip_loss
-from ..train import History, step_generator, train
+from ..models.contrastive import clip_loss
+from ..models.sound_score import SoundScore
+from ..train import History, train
 
 LOW, HIGH = 36, 96                       # the pitches a roll keeps (the course's voices)
 WINDOW = 12                              # sixteenths per window: 2 s at 90 bpm
@@ -86,31 +88,6 @@ def cut(mels: torch.Tensor, rolls: torch.Tensor, rows: torch.Tensor, starts: tor
     t = f0[:, None] + torch.arange(frames)                                          # (B, frames)
     s = starts[:, None] + torch.arange(steps)                                       # (B, steps)
     return mels[rows[:, None], :, t].transpose(1, 2), rolls[rows[:, None], :, s].transpose(1, 2)
-
-
-class SoundScore(nn.Module):
-    """Two small towers into one embedding space: 1-D convolutions over time reading the mel
-    bands (sound) or the roll's pitches (score) as channels, so both see pitch; each averaged
-    over time, projected and normalised; a learned logit scale, as CLIP's."""
-
-    def __init__(self, n_mels: int = 64, pitches: int = HIGH - LOW + 1, width: int = 64, dim: int = 64,
-                 seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.sound = nn.Sequential(                                             # (B, n_mels, frames)
-            nn.Conv1d(n_mels, width, 5, padding=2), nn.GELU(),
-            nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU(),
-            nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, dim))       # (B, dim)
-        self.score = nn.Sequential(                                             # (B, pitches, steps)
-            nn.Conv1d(pitches, width, 3, padding=1), nn.GELU(),
-            nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, dim))       # (B, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-
-    def forward(self, mels: torch.Tensor, rolls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-length embeddings of sounds (B, n_mels, frames) and of scores (B, pitches, steps)."""
-        return F.normalize(self.sound(mels), dim=-1), F.normalize(self.score(rolls), dim=-1)
 
 
 def pitch_template(harmonics: int = 10, floor: float = 1e-2, n_mels: int = 64, sample_rate: int = 16_000,

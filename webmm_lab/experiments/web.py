@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.tokenizers import BPETokenizer
+from ..batches import step_generator
 from ..data.filter_cases import BLOCKLIST_KO
 from ..data.filter_forms import KeywordTestSet, confusables
 from ..data.images import unit_float
+from ..data.tokenizers import BPETokenizer
 from ..data.web import BLOCKLIST
 from ..device import evaluating
 from ..models.clip import CLIP
 from ..models.contrastive import clip_loss
-from ..train import step_generator
 from .clip import END, ClipSetup, ClipWorld
 
 # ------------------------------------------------------------------ the keyword filter
@@ -317,8 +317,8 @@ def template_scorer(model: CLIP, world: ClipWorld, images: torch.Tensor, labels:
     """score(template or list of templates) -> zero-shot accuracy (%) on `images` (n, 3, R, R)
     among the 48 colour-shape names, the image embeddings computed once: what a prompt search
     calls thousands of times."""
-    from .clip import CLASS_NAMES
     from ..models.clip import zero_shot_weights
+    from .clip import CLASS_NAMES
     with evaluating(model) as device:
         x = unit_float(images)
         emb = torch.cat([model.encode_image(c.to(device)) for c in x.split(512)])        # (n, D)

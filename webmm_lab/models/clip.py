@@ -64,3 +64,22 @@ def zero_shot_weights(encode_texts: Callable[[list[str]], torch.Tensor], classna
     texts = [t.format(name) for name in classnames for t in templates]            # one call: C * n_t texts
     emb = F.normalize(encode_texts(texts), dim=-1).view(len(classnames), len(templates), -1)   # (C, n_t, D)
     return F.normalize(emb.mean(1), dim=-1).T                                       # (D, C)
+
+
+class TinyCLIP(nn.Module):
+    """Two small towers with CLIP's interface, small enough to check gradients exactly (lab 08's
+    GradCache check): images (n, 3, 4, 4) through an MLP, text as the mean embedding of each
+    caption's first `lengths` ids (n, T); forward -> (image features, text features), (n, dim)
+    each, unit length, and a learned `logit_scale`."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8):
+        super().__init__()
+        self.image = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, dim))
+        self.embed = nn.Embedding(vocab, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = (torch.arange(ids.shape[1]) < lengths[:, None]).float()[..., None]      # (n, T, 1)
+        text = (self.embed(ids) * keep).sum(1) / lengths[:, None].float()
+        return (F.normalize(self.image(images), dim=-1), F.normalize(text, dim=-1))

@@ -18,14 +18,18 @@ counts are scatter-adds (not `bincount`, which syncs on CUDA), restarts are chos
 operations, and whether the codebook is started is kept on the host (`_started`).
 
 Under torchrun each process sees part of the batch, yet the codebook is a buffer, not a
-parameter, so DDP does not keep it in step. As Jukebox's bottleneck does, the statistics are
-taken over every process's vectors (gathered, in rank order: the same as one process with the
-whole batch) and the k-means start and the restart vectors are rank 0's, broadcast: every
-process keeps the same codebook.
+parameter, so DDP does not keep it in step. As Jukebox's bottleneck does, each process counts
+its batch's codes (K,) and sums their vectors (K, D), these are summed over processes
+(`all_reduce`: one process with the whole batch, up to the order of float sums), and every
+process takes the same EMA step; restart vectors are drawn by each process from its own batch
+and rank 0's are broadcast. The k-means start, made once, is from every process's first batch
+(gathered) and is rank 0's, broadcast. So every process keeps the same codebook, and after
+the start it is never broadcast.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -65,18 +69,26 @@ def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def ema_update(count: torch.Tensor, total: torch.Tensor, flat: torch.Tensor, codes: torch.Tensor,
-               decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+               decay: float, *, reduce: Callable[[torch.Tensor], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One moving-average step of the codebook's statistics: count (K,) of vectors per code and
     total (K, D), their sum, from this batch's vectors flat (N, D) assigned to codes (N,):
     count <- decay * count + (1 - decay) * n_k,   total <- decay * total + (1 - decay) * sum_k.
-    The codes are then total / count: each the running mean of the vectors it wins."""
+    The codes are then total / count: each the running mean of the vectors it wins.
+
+    reduce, if given, is applied in place to the batch's n_k (K,) and sum_k (K, D) before they
+    enter the averages: under torchrun `dist.all_reduce`, which sums them over processes."""
     n = code_counts(codes, count.shape[0]).to(count.dtype)                      # (K,)
     s = torch.zeros_like(total).index_add_(0, codes, flat.to(total.dtype))     # (K, D)
+    if reduce is not None:
+        reduce(n)
+        reduce(s)
     return decay * count + (1 - decay) * n, decay * total + (1 - decay) * s
 
 
 def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch.Tensor,
-                       flat: torch.Tensor, threshold: float, generator: torch.Generator | None = None
+                       flat: torch.Tensor, threshold: float, generator: torch.Generator | None = None,
+                       *, share: Callable[[torch.Tensor], None] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Codes whose moving count fell below `threshold` are moved onto random vectors of this
     batch flat (N, D), distinct ones while the batch has enough (as Jukebox's restarts draw
@@ -87,7 +99,11 @@ def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch
     Tensor operations only, so that a GPU never waits for the host to learn how many died: the
     i-th dead code (in index order) takes the i-th vector of a random permutation of the batch
     (past N of them, a uniform draw), and `torch.where` keeps the living codes. The draws are
-    made whether or not a code died."""
+    made whether or not a code died.
+
+    share, if given, is applied in place to the drawn vectors (K, D) before they replace dead
+    codes: under torchrun a broadcast of rank 0's, so that every process restarts its codes
+    on the same vectors."""
     K, N = count.shape[0], flat.shape[0]
     dead = count < threshold                                                   # (K,)
     rank = (dead.cumsum(0) - 1).clamp_min(0)                                   # (K,): i for the i-th dead
@@ -97,6 +113,8 @@ def restart_dead_codes(codebook: torch.Tensor, count: torch.Tensor, total: torch
         extra = torch.randint(N, (K,), generator=generator, device=flat.device)
         pick = torch.where(rank < N, pick, extra)
     fresh = flat[pick].to(codebook.dtype)                                      # (K, D)
+    if share is not None:
+        share(fresh)
     codebook = torch.where(dead[:, None], fresh, codebook)
     count = torch.where(dead, torch.full_like(count, threshold), count)
     total = torch.where(dead[:, None], threshold * fresh, total)
@@ -204,22 +222,23 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
-        if _world() > 1:                                    # every process's vectors: (world * N, D)
-            flat, codes = _gather(flat), _gather(codes)
-        count, total = ema_update(self.count, self.total, flat, codes, self.decay)
+        """The EMA step and restarts from this process's vectors flat (N, D) and codes (N,);
+        under torchrun with every process's counts and sums and rank 0's restart vectors."""
+        reduce = share = None
+        if _world() > 1:                                    # the same step on every process
+            reduce, share = dist.all_reduce, lambda fresh: dist.broadcast(fresh, src=0)
+        count, total = ema_update(self.count, self.total, flat, codes, self.decay, reduce=reduce)
         codebook = total / count.clamp_min(1e-5)[:, None]   # a dead code's ratio stays put: both decay
-        if self.restart_threshold > 0:
+        if self.restart_threshold > 0:                      # no process asks whether any code died
             codebook, count, total, n = restart_dead_codes(codebook, count, total, flat,
-                                                           self.restart_threshold)
+                                                           self.restart_threshold, share=share)
             self.restarts += n
         self.codebook.copy_(codebook)
         self.count.copy_(count)
         self.total.copy_(total)
-        if self.restart_threshold > 0:                      # rank 0's restart vectors, every step:
-            self._from_rank_0()                             # no process asks whether any code died
 
     def _from_rank_0(self) -> None:
-        """Every process takes rank 0's codebook (its random k-means start or restart vectors)."""
+        """Every process takes rank 0's codebook, count and total (its random k-means start)."""
         if _world() > 1:
             for buffer in (self.codebook, self.count, self.total):
                 dist.broadcast(buffer, src=0)

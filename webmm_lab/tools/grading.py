@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gradebox
-from .seal import CHECK_LINE, KEY_FILE, unseal
+from ..seal import CHECK_LINE, KEY_FILE, unseal
 
 LAB_NAME = re.compile(r"lab(\d\d)")
 IMAGE = "webmm-lab-grade"        # the container image `--isolate container` uses by default
@@ -197,7 +197,7 @@ def make_box(nb, key: bytes, limit: float, cell_limit: float, confine: str) -> P
     box = Path(tempfile.mkdtemp(prefix="webmm-grade-"))
     for sub in ("work", "work/tmp", "runtime"):
         (box / sub).mkdir()
-    shutil.copytree(Path(__file__).resolve().parent, box / "pkg" / "webmm_lab",
+    shutil.copytree(Path(__file__).resolve().parents[1], box / "pkg" / "webmm_lab",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     _read_only(box / "pkg")
     (box / "key").write_text(key.hex())
@@ -251,7 +251,7 @@ def container_command(engine: str, image: str, box: Path, name: str) -> list[str
             "--security-opt", "no-new-privileges", "--read-only", "--tmpfs", "/tmp",
             "--memory", "4g", "--pids-limit", "512", "--user", f"{os.getuid()}:{os.getgid()}",
             "--volume", f"{box}:{box}", "--workdir", str(box), *env, image,
-            "python", "-I", str(box / "pkg" / "webmm_lab" / "gradebox.py"), "run", str(box)]
+            "python", "-I", str(box / "pkg" / "webmm_lab" / "tools" / "gradebox.py"), "run", str(box)]
 
 
 def _wait(box: Path, limit: float, isolate: str, engine: str | None, image: str) -> str | None:
@@ -260,7 +260,7 @@ def _wait(box: Path, limit: float, isolate: str, engine: str | None, image: str)
     if isolate == "container":
         cmd, env = container_command(engine or container_engine(image), image, box, name), None
     else:
-        cmd = [sys.executable, "-I", str(box / "pkg" / "webmm_lab" / "gradebox.py"), "run", str(box)]
+        cmd = [sys.executable, "-I", str(box / "pkg" / "webmm_lab" / "tools" / "gradebox.py"), "run", str(box)]
         env = helper_env(box)
     with open(box / "helper.log", "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=box, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

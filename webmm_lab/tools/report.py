@@ -28,7 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .spread import SPREADS, load_spread
+from ..spread import SPREADS, load_spread
 
 T4_PEAK_FLOPS = 65e12            # fp16 tensor cores, NVIDIA's figure for the T4
 T4_SHARE = 0.25                  # of the peak that small models reach: the estimate's assumption
@@ -161,7 +161,7 @@ def report_notebooks(books: list[Path], profile: str, out: Path, cell_timeout: i
     also keep each notebook's T4 estimate in the package (`store_estimate`)."""
     import shutil
     import nbformat
-    from .claims import load_results
+    from ..claims import load_results
     folder, failed = out / "report", []
     for book in books:
         end_file = folder / f"{book.stem}.end.json"
@@ -203,7 +203,7 @@ def store_estimate(rep: dict, book: Path, dry_run: int) -> Path:
     """Keep the T4 estimate of a gpu dry run's report `rep` of notebook `book` in the package.
     Refused (ValueError) for another profile or a loop whose FLOPs were not counted."""
     import nbformat
-    from .provenance import machine
+    from ..provenance import machine
     if rep["profile"] != "gpu":
         raise ValueError(f"the estimate is of the gpu profile's sizes, this report is of {rep['profile']!r}")
     uncounted = [r.get("run") or "(unnamed)" for r in rep["loops"] if not r.get("flops_per_step") or not r.get("steps")]

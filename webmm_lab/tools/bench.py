@@ -1,6 +1,6 @@
-"""Benchmarks (not tests): `python -m webmm_lab.bench gpt [--device cpu] [--presets nano micro]`,
-`python -m webmm_lab.bench clip [--batches 16 128]`, `python -m webmm_lab.bench vqvae [--widths 16 32]`
-and `python -m webmm_lab.bench dalle [--batches 16 128]`.
+"""Benchmarks (not tests): `python -m webmm_lab.tools.bench gpt [--device cpu] [--presets nano micro]`,
+`python -m webmm_lab.tools.bench clip [--batches 16 128]`, `python -m webmm_lab.tools.bench vqvae [--widths 16 32]`
+and `python -m webmm_lab.tools.bench dalle [--batches 16 128]`.
 
 gpt:  for each preset, training throughput (tokens/s), the FLOP/s it achieves (6·N per token
       for the weights plus 6·L·T·d for attention, Kaplan et al.'s count) against this machine's
@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from .device import autocast, pick_device
-from .models.gpt import GPT, GPTConfig
+from ..device import autocast, pick_device
+from ..models.gpt import GPT, GPTConfig
 
 
 def _sync(device: torch.device) -> None:
@@ -96,8 +96,8 @@ def bench_clip(batch: int, device: torch.device, repeat: int = 15) -> dict[str, 
     """Milliseconds per CLIP training step (median) and its parts, at notebook 07's cpu sizes."""
     from dataclasses import replace
 
-    from .experiments.clip import ClipSetup, ClipWorld, build_clip
-    from .models.contrastive import clip_loss
+    from ..experiments.clip import ClipSetup, ClipWorld, build_clip
+    from ..models.contrastive import clip_loss
     setup = replace(ClipSetup(), pool=2000, batch=batch)
     world = ClipWorld.build(setup)
     model = build_clip(setup, world).to(device)
@@ -132,8 +132,8 @@ def bench_vqvae(width: int, device: torch.device, batch: int = 16, crop: int = 4
                 repeat: int = 5) -> dict[str, float]:
     """ms per training step (median) of notebook 05's VQ-VAE at `width`, the spectral loss's
     ms within it, and audio seconds encoded (all three levels) per second."""
-    from .experiments.jukebox import JukeboxSetup, build_vqvae
-    from .models.vqvae import spectral_loss
+    from ..experiments.jukebox import JukeboxSetup, build_vqvae
+    from ..models.vqvae import spectral_loss
     setup = JukeboxSetup(width=width)
     model = build_vqvae(setup).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -157,8 +157,8 @@ def bench_vqvae(width: int, device: torch.device, batch: int = 16, crop: int = 4
 
 def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, float]:
     """Notebook 06's DALL·E at its cpu sizes: training step (ms) and sampling rate (images/s)."""
-    from .experiments.dalle import DalleSetup
-    from .models.dalle import DALLE
+    from ..experiments.dalle import DalleSetup
+    from ..models.dalle import DALLE
     torch.manual_seed(0)
     s = DalleSetup()
     model = DALLE(512, s.text_len, s.codebook, s.grid, s.layers, s.heads, s.width).to(device)
@@ -183,7 +183,7 @@ def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m webmm_lab.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m webmm_lab.tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["gpt", "clip", "vqvae", "dalle"])
     parser.add_argument("--device", default=None)
     parser.add_argument("--presets", nargs="+", default=["nano", "micro", "mini"])

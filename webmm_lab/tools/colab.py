@@ -131,7 +131,7 @@ def results_on_drive(keep: bool = True, folder: str = "webmm-lab/results",
     (checkpoints, claims: WEBMM_RESULTS = MyDrive/`folder`), so that a training cell run again on
     a new machine resumes. Elsewhere, or without `keep`, it changes nothing and says so. Returns
     the folder results now go to on Drive, or None."""
-    from .paths import results_dir
+    from ..paths import results_dir
     try:
         from google.colab import drive
     except ImportError:
