@@ -13,11 +13,12 @@ from webmm_lab.data.world import (COLOURS, SIGN_LETTERS, Scene, caption, render,
                                   sample_panels, sample_scenes, sample_signs)
 from webmm_lab.experiments.clip import ClipWorld, held_out_pairs
 from webmm_lab.experiments.dalle import (DalleSetup, build_dalle, build_tokenizer, build_world, clip_setup,
-                                         draw, prompt_scenes, text_batch, training_scenes, unigram_loss,
-                                         unknown_words, validation_set)
+                                         draw, prompt_scenes, text_batch, training_scenes, unknown_words,
+                                         validation_set)
 from webmm_lab.experiments.dalle_judge import (HEADS, agreement, build_judge, choose_tokenizer, describe,
                                                judge_labels, panel_agreement, rerank_gain, sample_and_judge,
                                                tokenizer_report)
+from webmm_lab.metrics import unigram_loss
 from webmm_lab.models.dalle import DALLE, attention_mask
 from webmm_lab.models.dvae import DiscreteVAE, VQTokenizer, gumbel_softmax, kl_to_uniform
 

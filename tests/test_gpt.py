@@ -210,7 +210,7 @@ def test_check_ids_names_the_range_and_what_to_do():
 
 
 def test_unigram_loss_is_add_one_frequencies_and_checks_ids():
-    from webmm_lab.experiments.gpt import unigram_loss
+    from webmm_lab.metrics import unigram_loss
     train = torch.tensor([0, 0, 1])                                          # counts + 1: 3, 2, 1 of 6
     assert unigram_loss(train, torch.tensor([[0, 2]]), 3) == pytest.approx(-(math.log(3 / 6) + math.log(1 / 6)) / 2)
     with pytest.raises(ValueError, match="must be in"):

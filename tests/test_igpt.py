@@ -126,7 +126,7 @@ def test_world_colour_path():
 
 
 def test_the_neighbour_counting_model_reads_local_texture():
-    from webmm_lab.experiments.gpt import unigram_loss
+    from webmm_lab.metrics import unigram_loss
     from webmm_lab.experiments.igpt import neighbour_loss
     g = torch.Generator().manual_seed(0)
     # vertical stripes of random colours: each pixel is its upper neighbour, so counts given the

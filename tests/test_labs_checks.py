@@ -259,7 +259,7 @@ def test_lab01_random_params_and_probe_checks_catch_mistakes(capsys):
 
 def test_lab02_bigram_check_catches_a_wrong_smoothing():
     from webmm_lab.checks.lab02 import check_bigram_loss
-    from webmm_lab.experiments.gpt import bigram_loss
+    from webmm_lab.metrics import bigram_loss
     assert check_bigram_loss(bigram_loss)
 
     def add_one_to_the_row_only(t, v, n):

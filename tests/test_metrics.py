@@ -66,7 +66,9 @@ class StyleReader(nn.Module):
     def forward(self, x, y=None):
         logits = torch.zeros(*x.shape, self.tok.vocab_size)
         logits[..., self.tok.start] = self.boost[x[:, 0] - self.tok.style0][:, None]
-        return logits + self.dummy, None
+        logits = logits + self.dummy
+        loss = None if y is None else F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
+        return logits, loss                                       # as the course's GPT: -1 ignored
 
 
 def test_wrong_style_loss_averages_every_piece_under_every_other_style():
@@ -434,7 +436,7 @@ def test_a_pair_batch_holds_each_piece_once():
 def test_kneser_ney_sums_to_one_and_matches_counting_by_hand():
     from collections import Counter
 
-    from webmm_lab.experiments.gpt import bigram_loss
+    from webmm_lab.metrics import bigram_loss
     from webmm_lab.metrics import kneser_ney_loss
     g = torch.Generator().manual_seed(0)
     V, n, D = 5, 3, 0.75
@@ -488,3 +490,27 @@ def test_the_pitch_template_hears_which_note_sounds():
     assert a.shape == b.shape == (len(pitches), 64)
     assert torch.equal((a @ b.T).argmax(1), torch.arange(len(pitches)))      # each sound picks its own note
     assert torch.allclose(a.norm(dim=1), torch.ones(len(pitches)))
+
+
+def test_mean_loss_weighs_each_batch_by_what_it_scored():
+    from webmm_lab.metrics import mean_loss
+    batches = [(torch.tensor(1.0), 3), (torch.tensor(4.0), torch.tensor(1)), (torch.tensor(2.0), 0)]
+    assert mean_loss(batches) == pytest.approx((3 * 1.0 + 1 * 4.0) / 4)          # not (1 + 4 + 2) / 3
+    pairs = mean_loss([(torch.tensor([1.0, 2.0]), 1), (torch.tensor([3.0, 6.0]), 3)])
+    assert pairs == pytest.approx((2.5, 5.0))                                      # k losses: a tuple
+    with pytest.raises(ValueError, match="no losses"):
+        mean_loss([])
+
+
+def test_a_gpt_validation_loss_is_the_mean_over_every_token_of_its_windows():
+    from webmm_lab.device import evaluating
+    from webmm_lab.metrics import mean_loss
+    from webmm_lab.models.gpt import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    x, y = torch.randint(11, (5, 8)), torch.randint(11, (5, 8))
+    y[0, :6] = -1                                                                  # row 0 scores 2 tokens
+    with evaluating(model):
+        by_token = F.cross_entropy(model(x)[0].flatten(0, 1), y.flatten(), ignore_index=-1).item()
+        batched = mean_loss((model(a, b)[1], (b >= 0).sum()) for a, b in zip(x.split(2), y.split(2)))
+    assert batched == pytest.approx(by_token, rel=1e-6)

@@ -27,7 +27,7 @@ from webmm_lab.experiments.dalle import (
     train_dalle,
     train_tokenizer,
 )
-from webmm_lab.experiments.gpt import lm_loss
+from webmm_lab.metrics import lm_loss
 from webmm_lab.experiments.jukebox import JukeboxSetup, build_vqvae, train_vqvae
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.contrastive import info_nce

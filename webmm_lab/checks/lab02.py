@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..data.tokenizers import merge_pair
-from ..experiments.gpt import bigram_loss
+from ..metrics import bigram_loss
 from ..models.gpt import CausalSelfAttention, GPTConfig
 from ..models.sampling import top_p_filter
 from . import CheckResult, _report, check_function

@@ -40,11 +40,11 @@ from ..data.world import (
     sample_signs,
 )
 from ..device import evaluating, seed_everything
+from ..metrics import mean_loss
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..train import History, train
 from .clip import END, ClipSetup, ClipWorld, held_out_pairs
-from .gpt import unigram_loss  # re-exported: notebook 06 reads the baseline from here
 
 TOKENIZERS = ("dvae", "vq")
 
@@ -240,9 +240,8 @@ def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: l
         if shuffle:
             captions = captions[1:] + captions[:1]                             # another scene's caption
         text = text_batch(model, world, captions)
-        losses = [model(t.to(device), c.to(device)) for t, c in zip(text.split(batch), codes.split(batch))]
-        w = torch.tensor([len(c) for c in codes.split(batch)], dtype=torch.float)
-        return tuple((torch.tensor([l[i].item() for l in losses]) * w).sum().item() / w.sum().item() for i in (0, 1))
+        return mean_loss((torch.stack(model(t.to(device), c.to(device))), len(c))      # (2,): caption, image
+                         for t, c in zip(text.split(batch), codes.split(batch)))
 
 
 def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: DalleSetup, *,
@@ -289,4 +288,4 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captio
 __all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
            "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
            "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch",
-           "dalle_losses", "unigram_loss", "train_dalle", "draw"]
+           "dalle_losses", "train_dalle", "draw"]

@@ -29,9 +29,9 @@ from ..checkpoint import save_checkpoint
 from ..data import load
 from ..data.tasks import TASKS, real_words, task_stream
 from ..data.tokenizers import CharTokenizer
-from ..device import pick_device, seed_everything
+from ..device import evaluating, pick_device, seed_everything
 from ..distributed import main_on_processes
-from ..ids import check_ids
+from ..metrics import bigram_loss, lm_loss, mean_loss
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, train
 from . import parse_setup, setup_parser
@@ -86,43 +86,18 @@ class GptText:
                               weights=[s.corpus_frac, 1 - s.corpus_frac],
                               seed=s.seed if seed is None else seed)
 
-    @torch.no_grad()
     def val_loss(self, model: GPT) -> float:
         """Mean cross-entropy (nats per character) on the validation text, in windows of train_block."""
-        device = next(model.parameters()).device
         T = self.setup.train_block
         n = (len(self.val) - 1) // T * T
         x, y = self.val[:n].view(-1, T), self.val[1:n + 1].view(-1, T)       # (W, T) each
-        losses = [model(x[i:i + 64].to(device), y[i:i + 64].to(device))[1].item() * len(x[i:i + 64])
-                  for i in range(0, len(x), 64)]
-        return sum(losses) / len(x)
+        with evaluating(model) as device:
+            return mean_loss((model(a.to(device), b.to(device))[1], b.numel())
+                             for a, b in zip(x.split(64), y.split(64)))
 
     def bigram_loss(self) -> float:
         """Validation loss of an add-one-smoothed bigram model of the corpus: the baseline."""
         return bigram_loss(self.corpus, self.val, self.tokenizer.vocab_size)
-
-
-def bigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> float:
-    """Mean cross-entropy (nats per token) on `val_ids` of a bigram model counted from
-    `train_ids` with add-one smoothing: P(b | a) = (count(a, b) + 1) / (count(a) + V)."""
-    if min(len(train_ids), len(val_ids)) < 2:
-        raise ValueError("a bigram model needs at least 2 training and 2 validation tokens")
-    counts = torch.ones(vocab_size, vocab_size)                               # (V, V), add-one
-    counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
-    logp = (counts / counts.sum(1, keepdim=True)).log()                       # (V, V)
-    return -logp[val_ids[:-1], val_ids[1:]].mean().item()
-
-
-def unigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> float:
-    """Mean cross-entropy (nats per token) on `val_ids` (any shape) of a unigram model counted
-    from `train_ids` with add-one smoothing, P(b) = (count(b) + 1) / (N + V): the loss of a
-    model that knows how common each token is and nothing else."""
-    if val_ids.numel() == 0:
-        raise ValueError("a unigram model needs at least 1 validation token")
-    check_ids(train_ids, vocab_size)
-    check_ids(val_ids, vocab_size)
-    counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).float() + 1   # (V,), add-one
-    return -(counts / counts.sum()).log()[val_ids.flatten()].mean().item()
 
 
 def build_gpt(setup: GptSetup, text: GptText) -> GPT:
@@ -130,11 +105,6 @@ def build_gpt(setup: GptSetup, text: GptText) -> GPT:
     seed_everything(setup.seed)
     return GPT(GPTConfig(text.tokenizer.vocab_size, setup.block, n_layer=setup.layers,
                          n_head=setup.heads, n_embd=setup.width))
-
-
-def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Next-token cross-entropy of a batch (inputs, targets)."""
-    return model(*batch)[1]
 
 
 def train_gpt(model: GPT, text: GptText, setup: GptSetup, *, run: str | None = None,

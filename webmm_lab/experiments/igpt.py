@@ -39,12 +39,11 @@ from ..data.world import SHAPES, render, sample_scenes
 from ..device import evaluating, seed_everything
 from ..ids import check_ids
 from ..kmeans import Palette
-from ..metrics import lookup
+from ..metrics import lm_loss, lookup, mean_loss, unigram_loss
 from ..models.cnn import ConvEncoder
 from ..models.gpt import GPT, GPTConfig
 from ..probe import fit_linear_probe, probe_accuracy
 from ..train import History, train
-from .gpt import lm_loss, unigram_loss
 
 SOURCES = ("digits", "canvas", "world", "mnist")
 
@@ -158,17 +157,13 @@ class IgptData:
                               seed=self.setup.seed if seed is None else seed)
         return lambda step: shift(draw(step)[0])
 
-    @torch.no_grad()
     def bits_per_token(self, model: GPT, seq: torch.Tensor | None = None, batch: int = 256) -> float:
         """Mean cross-entropy of the next pixel, in bits per pixel token, on `seq` (default: the
         test images)."""
         seq = self.test_seq if seq is None else seq
-        device = next(model.parameters()).device
-        total = 0.0
-        for chunk in seq.split(batch):
-            x, y = shift(chunk.to(device))
-            total += model(x, y)[1].item() * len(chunk)
-        return total / len(seq) / math.log(2)
+        with evaluating(model) as device:
+            return mean_loss((model(*shift(chunk.to(device)))[1], len(chunk))
+                             for chunk in seq.split(batch)) / math.log(2)
 
     def unigram_bits(self) -> float:
         """Bits per pixel token on the test images of the baseline that ignores every other

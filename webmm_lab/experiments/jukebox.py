@@ -25,6 +25,7 @@ from ..batches import step_generator
 from ..data.audio import AudioSet, load_audio
 from ..data.music import STYLES
 from ..device import evaluating, seed_everything
+from ..metrics import mean_loss
 from ..models.gpt import GPT, GPTConfig
 from ..models.vq import perplexity
 from ..models.vqvae import VQVAE, Upsampler, spectral_convergence
@@ -245,11 +246,9 @@ def prior_loss(prior: GPT, codes: CodeSet, setup: JukeboxSetup, split: str = "va
         L, G, A = setup.prior_len, len(setup.genres), len(setup.artists)
         genre = (codes.genre[split] + shift_labels + shift_genre) % G
         artist = (codes.artist[split] + shift_labels) % A
-        losses = []
-        for s in range(0, top.shape[1] - L + 1, L):
-            x, y = prior_tokens(top[:, s: s + L], genre, artist, setup.codebook[level], G)
-            losses.append(prior(x.to(device), y.to(device))[1].item())
-        return float(np.mean(losses))
+        windows = (prior_tokens(top[:, s: s + L], genre, artist, setup.codebook[level], G)
+                   for s in range(0, top.shape[1] - L + 1, L))
+        return mean_loss((prior(x.to(device), y.to(device))[1], (y >= 0).sum()) for x, y in windows)
 
 
 def train_prior(prior: GPT, codes: CodeSet, setup: JukeboxSetup, *, run: str | None = None,
@@ -303,13 +302,10 @@ def upsampler_loss(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: in
     with evaluating(up) as device:
         n, Lu = len(codes.genre[split]), setup.up_len // up.ratio
         donor = torch.arange(n) if upper_from == "own" else codes.partners(split, upper_from == "same piece")
-        losses = []
-        for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu):
-            lower, upper, labels = upsampler_batch(codes, up, split, level, torch.arange(n),
-                                                   torch.full((n,), s), Lu, setup)
-            upper = upper[donor]                                             # (n, Lu) the donor clip's
-            losses.append(up(lower.to(device), upper.to(device), labels.to(device)).item())
-        return float(np.mean(losses))
+        windows = (upsampler_batch(codes, up, split, level, torch.arange(n), torch.full((n,), s), Lu, setup)
+                   for s in range(0, codes.codes[split][level + 1].shape[1] - Lu + 1, Lu))
+        return mean_loss((up(lower.to(device), upper[donor].to(device), labels.to(device)), lower.numel())
+                         for lower, upper, labels in windows)         # upper[donor]: the donor clip's
 
 
 def train_upsampler(up: Upsampler, codes: CodeSet, setup: JukeboxSetup, level: int = 1, *,

@@ -20,9 +20,9 @@ import torch
 from ..data.music import INSTRUMENTS, MusicSet, Piece, load_music
 from ..data.music_tokens import MusicTokenizer, music_batches, music_windows
 from ..device import evaluating, seed_everything
+from ..metrics import bigram_loss, lm_loss, mean_loss, unigram_loss
 from ..models.gpt import GPT, GPTConfig
 from ..train import History, train
-from .gpt import bigram_loss, lm_loss, unigram_loss
 
 
 @dataclass
@@ -90,35 +90,28 @@ class MuseData:
         setup's block that score each event token and <end> once (`music_windows`)."""
         return music_windows(self.tok, [self.sequence(p, style) for p in pieces], self.setup.block)
 
-    def loss_sum(self, model: GPT, pieces: list[Piece], style: str | None = None,
-                 batch: int = 64) -> tuple[float, int]:
-        """Summed cross-entropy (nats) over every event token of `pieces` and their <end>s, and
-        how many tokens that is."""
+    def losses(self, model: GPT, pieces: list[Piece], style: str | None = None, batch: int = 64):
+        """(mean loss, tokens scored) of each batch of `windows`, for `mean_loss`: every event
+        token of `pieces` and their <end>s scored once."""
         x, y = self.windows(pieces, style)
-        total = 0.0
-        with evaluating(model) as dev:
-            for i in range(0, len(x), batch):
-                logits = model(x[i: i + batch].to(dev))[0]
-                total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
-                                                           y[i: i + batch].to(dev).flatten(),
-                                                           ignore_index=-1, reduction="sum").item()
-        return total, int((y >= 0).sum())
+        device = next(model.parameters()).device
+        return ((model(a.to(device), b.to(device))[1], (b >= 0).sum()) for a, b in zip(x.split(batch), y.split(batch)))
 
     def val_loss(self, model: GPT) -> float:
         """Mean cross-entropy (nats per token) on the validation pieces."""
-        total, count = self.loss_sum(model, self.val_set.pieces)
-        return total / count
+        with evaluating(model):
+            return mean_loss(self.losses(model, self.val_set.pieces))
 
     def wrong_style_loss(self, model: GPT) -> float:
         """Validation loss with every piece given each of the other styles' tokens instead of its
         own (the mean over all such pairs)."""
-        total, count = 0.0, 0
-        for style in self.tok.styles:
-            others = [p for p in self.val_set.pieces if p.style != style]
-            if others:
-                t, c = self.loss_sum(model, others, style)
-                total, count = total + t, count + c
-        return total / count
+        pairs = []
+        with evaluating(model):
+            for style in self.tok.styles:
+                others = [p for p in self.val_set.pieces if p.style != style]
+                if others:
+                    pairs += self.losses(model, others, style)
+            return mean_loss(pairs)
 
     def streams(self, pieces: list[Piece]) -> torch.Tensor:
         """Pieces as one stream [<start>, events, <end>, <start>, ...] (for n-gram baselines)."""

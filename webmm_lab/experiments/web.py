@@ -31,6 +31,7 @@ from ..data.images import unit_float
 from ..data.tokenizers import BPETokenizer
 from ..data.web import BLOCKLIST
 from ..device import evaluating
+from ..metrics import mean_loss
 from ..models.clip import CLIP
 from ..models.contrastive import clip_loss
 from .clip import END, ClipSetup, ClipWorld
@@ -235,16 +236,12 @@ def contrastive_loss(model: CLIP, world: ClipWorld, images: torch.Tensor, texts:
                      batch: int = 128) -> float:
     """CLIP's loss on pairs, averaged over consecutive batches of `batch` (a last partial one
     dropped): how well the model tells each pair from the other pairs of its batch."""
+    if len(texts) < batch:
+        raise ValueError(f"need at least {batch} pairs, got {len(texts)}")
     with evaluating(model) as device:
-        losses = []
-        for i in range(0, len(texts) - batch + 1, batch):
-            x = images[i:i + batch]
-            x = unit_float(x).to(device)
-            img, txt = model.encode_image(x), world.encode_texts(model, texts[i:i + batch])
-            losses.append(clip_loss(img, txt, model.logit_scale).item())
-        if not losses:
-            raise ValueError(f"need at least {batch} pairs, got {len(texts)}")
-        return float(np.mean(losses))
+        return mean_loss((clip_loss(model.encode_image(unit_float(images[i:i + batch]).to(device)),
+                                    world.encode_texts(model, texts[i:i + batch]), model.logit_scale), batch)
+                         for i in range(0, len(texts) - batch + 1, batch))
 
 
 # ------------------------------------------------------------------ batch size and the negatives
