@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from webmm_lab import autocast, grad_scaler, pick, pick_device, seed_everything
-from webmm_lab.profiles import ProfileError, active_profile
+from webmm_lab.profiles import active_profile
+from webmm_lab.settings import ProfileError
 
 SIZES = dict(smoke=dict(steps=2, width=8), cpu=dict(steps=20, width=32), gpu=dict(steps=200, width=256))
 
@@ -159,3 +160,34 @@ def test_the_cpu_gets_no_autocast_and_webmm_amp_still_overrides(fake_gpu, monkey
     assert amp_dtype(dev) is None and describe(dev)["mixed precision"] == "off (fp32, WEBMM_AMP=off)"
     monkeypatch.setenv("WEBMM_AMP", "auto")
     assert amp_dtype(dev) == torch.float16
+
+
+def test_settings_read_every_variable_and_name_the_bad_one(monkeypatch):
+    from webmm_lab.settings import settings
+    for name in ("WEBMM_PROFILE", "WEBMM_SEED", "WEBMM_DRY_RUN", "WEBMM_CLAIMS", "WEBMM_AMP", "WEBMM_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    s = settings()
+    assert (s.seed, s.dry_run, s.claims, s.amp) == (0, None, "enforce", "auto")
+    monkeypatch.setenv("WEBMM_SEED", "3")
+    monkeypatch.setenv("WEBMM_DATA", "/tmp/cache")
+    assert settings().seed == 3 and str(settings().data) == "/tmp/cache"      # seen at once
+    for name, bad in (("WEBMM_SEED", "two"), ("WEBMM_DRY_RUN", "0"), ("WEBMM_CLAIMS", "maybe"),
+                      ("WEBMM_AMP", "fp8")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            settings()
+        monkeypatch.delenv(name)
+
+
+def test_only_settings_reads_the_course_variables():
+    """One home for the environment: no other module reads a WEBMM_ variable (the two hand-offs
+    between the course's own processes aside, see settings.py)."""
+    import re
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "webmm_lab"
+    hand_offs = "(?!GRADE_KEY_FILE|REPORT_FILE)"
+    read = re.compile(rf"(environ\.get\(|getenv\()\s*[\"']WEBMM_{hand_offs}"             # a read, not a write:
+                      rf"|environ\[\s*[\"']WEBMM_{hand_offs}\w+[\"']\s*\](?!\s*=[^=])")   # environ[...] = x sets it
+    readers = [str(p.relative_to(package)) for p in package.rglob("*.py")
+               if p.name != "settings.py" and read.search(p.read_text())]
+    assert not readers, f"read WEBMM_ variables through webmm_lab.settings instead: {readers}"

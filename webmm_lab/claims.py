@@ -52,6 +52,7 @@ from pathlib import Path
 from .paths import results_dir
 from .profiles import active_profile, dry_run_steps
 from .provenance import package_digests
+from .settings import settings
 from .spread import fmt, format_spread, load_spread, text_table
 
 COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -174,7 +175,7 @@ def claims_mode(profile: str, notebook: str) -> str:
     run, WEBMM_CLAIMS and whether a gpu spread is stored): one of MODES."""
     if dry_run_steps() is not None:
         return "dry run"
-    if os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
+    if settings().claims == "record":
         return "record"
     if profile == "smoke":
         return "smoke"

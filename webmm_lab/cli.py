@@ -29,7 +29,7 @@ from typing import Callable
 
 from .claims import format_table, load_code, load_results
 from .paths import course_root, results_dir
-from .profiles import PROFILES
+from .settings import PROFILES, settings
 from .spread import format_spread, load_spread, spread, spread_path, spread_problems
 from .tools.grading import need_jupyter
 
@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.store and profile == "smoke":
         parser.error("--store keeps the cpu profile's outputs (or gpu's); smoke's tiny sizes "
                      "are for tests: use --profile cpu")
-    if args.store and os.environ.get("WEBMM_CLAIMS", "enforce") == "record":
+    if args.store and settings().claims == "record":
         parser.error("--store keeps enforced runs only: unset WEBMM_CLAIMS=record")
     if args.report and args.seeds is not None:
         parser.error("--report measures one run: drop --seeds")

@@ -12,12 +12,13 @@ WEBMM_AMP=bf16 on the CPU runs a GPU's mixed precision there, to find dtype mism
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from .settings import settings
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -25,7 +26,7 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
     `prefer` (or the environment variable WEBMM_DEVICE) forces one, e.g. "cpu".
     """
-    prefer = prefer or os.environ.get("WEBMM_DEVICE")
+    prefer = prefer or settings().device
     if prefer:
         return torch.device(prefer)
     if torch.cuda.is_available():
@@ -43,10 +44,8 @@ def amp_choice(device: torch.device | str) -> tuple[torch.dtype | None, str]:
     capability >= 8.0), fp16 on an older one (bf16 would be emulated there), None (fp32) on the
     CPU and MPS; $WEBMM_AMP (bf16, fp16, off or auto) overrides it."""
     device = torch.device(device)
-    forced = os.environ.get("WEBMM_AMP", "").strip().lower()
-    if forced and forced != "auto":
-        if forced not in AMP_CHOICES:
-            raise ValueError(f"WEBMM_AMP={forced!r}: choose bf16, fp16, off or auto")
+    forced = settings().amp
+    if forced != "auto":
         return AMP_CHOICES[forced], f"WEBMM_AMP={forced}"
     if device.type != "cuda":
         return None, f"no autocast on {device.type}"

@@ -10,15 +10,15 @@ device-side assert: run again with WEBMM_DEBUG=1 (and CUDA_LAUNCH_BLOCKING=1) to
 """
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .settings import settings
 
 
 def validating(t: torch.Tensor) -> bool:
     """Whether value checks on `t` run: always on the CPU (free there), elsewhere only with
     WEBMM_DEBUG=1 (on a GPU a check waits for the device: a sync in every training step)."""
-    return t.device.type == "cpu" or os.environ.get("WEBMM_DEBUG", "").strip() == "1"
+    return t.device.type == "cpu" or settings().debug
 
 
 def check_ids(ids: torch.Tensor, n: int, what: str = "token ids") -> None:

@@ -6,8 +6,9 @@ root (the folder holding pyproject.toml, found from the working directory upward
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .settings import settings
 
 
 def course_root(start: Path | None = None) -> Path | None:
@@ -21,8 +22,8 @@ def course_root(start: Path | None = None) -> Path | None:
 
 def results_dir() -> Path:
     """The folder for claims tables and executed notebooks."""
-    if os.environ.get("WEBMM_RESULTS"):
-        return Path(os.environ["WEBMM_RESULTS"])
+    if settings().results:
+        return settings().results
     root = course_root()
     return (root or Path.cwd()) / "results"
 
@@ -34,4 +35,4 @@ def checkpoint_dir() -> Path:
 
 def data_dir() -> Path:
     """The cache for downloaded data sets."""
-    return Path(os.environ.get("WEBMM_DATA") or Path.home() / ".cache" / "webmm_lab")
+    return settings().data

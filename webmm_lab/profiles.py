@@ -7,53 +7,33 @@
 """
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import torch
 
-PROFILES = ("smoke", "cpu", "gpu")
+from .settings import PROFILES, ProfileError, settings
+
 BUDGETS = {"smoke": "<= 30 s on 2 CPU cores", "cpu": "<= 4 min on 2 CPU cores (6 for 02, 06 and 07)",
            "gpu": "<= 10 min on a Colab T4"}
 
 
-class ProfileError(ValueError):
-    """An unknown profile name."""
-
-
 def active_profile() -> str:
     """The profile in force: $WEBMM_PROFILE, else 'gpu' where CUDA is present, else 'cpu'."""
-    name = os.environ.get("WEBMM_PROFILE", "").strip().lower()
-    if not name:
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if name not in PROFILES:
-        raise ProfileError(
-            f"unknown profile WEBMM_PROFILE={name!r}; valid profiles are {', '.join(PROFILES)} "
-            "(smoke: tests, tiny sizes; cpu: a laptop; gpu: Colab or a workstation)")
-    return name
+    return settings().profile or ("gpu" if torch.cuda.is_available() else "cpu")
 
 
 def notebook_seed() -> int:
     """The notebook-wide seed, $WEBMM_SEED (default 0): model initialisations and data order
     follow it. `webmm-lab run NN --seeds 0-4` runs a notebook once per seed, since another seed
     is what another machine amounts to."""
-    value = os.environ.get("WEBMM_SEED", "").strip() or "0"
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"WEBMM_SEED must be a whole number, got {value!r}") from None
+    return settings().seed
 
 
 def dry_run_steps() -> int | None:
     """Training steps per call in a dry run ($WEBMM_DRY_RUN, set by `webmm-lab run --dry-run`),
     else None. A dry run executes every cell at the profile's full sizes but trains only a few
     steps per call and enforces no claim: a quick hunt for what breaks at those sizes."""
-    value = os.environ.get("WEBMM_DRY_RUN", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"WEBMM_DRY_RUN must be a positive number of training steps, got {value!r}")
-    return int(value)
+    return settings().dry_run
 
 
 DRY_RUN_ROWS = {"train": 2048, "test": 512}   # what a dry run keeps of each split it evaluates on

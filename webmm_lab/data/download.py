@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..settings import settings
+
 
 class DownloadError(OSError):
     """A file could not be fetched: offline, unreachable, or its checksum did not match."""
@@ -34,7 +36,7 @@ def download(urls: str | list[str], dest: str | Path, sha256: str, timeout: floa
     dest = Path(dest)
     if dest.is_file() and sha256_of(dest) == sha256:
         return dest
-    if os.environ.get("WEBMM_OFFLINE"):
+    if settings().offline:
         raise DownloadError(f"{dest.name}: not in the cache and WEBMM_OFFLINE is set")
     urls = [urls] if isinstance(urls, str) else list(urls)
     dest.parent.mkdir(parents=True, exist_ok=True)
