@@ -179,7 +179,7 @@ def test_tasks_and_few_shot_prompts():
 
 def test_greedy_answers_and_choices_use_the_model():
     tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ =\n")
-    model = GPT(GPTConfig(tok.vocab_size, 64, 1, 1, 16)).eval()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)).eval()
     prompts = ["cake = CAKE\nblue = ", "tree = ", "abcd = "]
     answers = greedy_answers(model, tok, prompts, max_new_tokens=5)
     for p, a in zip(prompts, answers):                 # the same as decoding one at a time

@@ -66,7 +66,7 @@ def test_completions_keep_the_given_rows_and_never_sample_the_start(digits):
 
 def test_suppressed_token_is_never_generated():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(3, 40, 1, 1, 8))
+    model = GPT(GPTConfig(vocab_size=3, block_size=40, n_layer=1, n_head=1, n_embd=8))
     with torch.no_grad():
         model.head.weight[2] += 5.0                           # token 2 would win almost always
     out = model.generate(torch.zeros(8, 1, dtype=torch.long), 30, temperature=1.0, suppress=[2])

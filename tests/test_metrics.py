@@ -147,10 +147,11 @@ def test_dalle_weighted_loss_is_one_eighth_caption_seven_eighths_image():
     assert weighted_loss(torch.tensor(2.0), torch.tensor(4.0)).item() == pytest.approx(2 / 8 + 28 / 8)
     x = torch.tensor(1.2345678)                          # bit for bit the old text / 8 + 7 * image / 8
     assert weighted_loss(x, x * 3.3).item() == (x / 8 + 7 * (x * 3.3) / 8).item()
-    assert DALLE(20, 5, 7, 3, n_layer=1, n_head=2, n_embd=16, text_weight=0.5).weighted_loss(
+    assert DALLE(text_vocab=20, text_len=5, codebook_size=7, grid=3, n_layer=1, n_head=2, n_embd=16,
+                 text_weight=0.5).weighted_loss(
         torch.tensor(2.0), torch.tensor(4.0)).item() == 3.0
     with pytest.raises(ValueError, match="text_weight"):
-        DALLE(20, 5, 7, 3, n_layer=1, n_head=2, n_embd=16, text_weight=8)
+        DALLE(text_vocab=20, text_len=5, codebook_size=7, grid=3, n_layer=1, n_head=2, n_embd=16, text_weight=8)
 
 
 def test_dalle_losses_of_an_untrained_uniform_model_are_log_vocabularies():

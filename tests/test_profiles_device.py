@@ -39,7 +39,8 @@ def test_every_profile_must_give_every_key():
 
 
 def test_a_dry_run_replaces_only_what_dry_names(monkeypatch, capsys):
-    sizes = dict(smoke=dict(width=8, prompts=dict(seen=8, held_out=4)), cpu=dict(width=32, prompts=dict(seen=400, held_out=80)),
+    sizes = dict(smoke=dict(width=8, prompts=dict(seen=8, held_out=4)), cpu=dict(width=32, prompts=dict(seen=400,
+                                                                                                        held_out=80)),
                  gpu=dict(width=256, prompts=dict(seen=400, held_out=200)))
     dry = dict(prompts=dict(seen=8))
     monkeypatch.setenv("WEBMM_PROFILE", "gpu")
@@ -108,7 +109,7 @@ def test_a_model_training_after_an_evaluation_helper_is_in_train_mode_again():
     judge = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(12, 3))
     judge_classes(judge, torch.rand(4, 3, 2, 2))
     embed(judge, torch.rand(4, 3, 2, 2))
-    gpt = GPT(GPTConfig(5, 8, n_layer=1, n_head=1, n_embd=8))
+    gpt = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8))
     layer_features(gpt, torch.randint(5, (2, 8)))
     gpt.generate(torch.zeros(1, 1, dtype=torch.long), 3)
     assert judge.training and gpt.training

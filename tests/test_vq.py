@@ -143,7 +143,8 @@ def test_a_phase_shifted_tone_costs_little_spectral_loss_but_much_l2():
 
 def test_generate_with_extra_matches_the_uncached_model():
     torch.manual_seed(0)
-    up = Upsampler(GPTConfig(17, 33, n_layer=1, n_head=2, n_embd=16), upper_vocab=16, ratio=4, n_labels=5)
+    up = Upsampler(GPTConfig(vocab_size=17, block_size=33, n_layer=1, n_head=2, n_embd=16), upper_vocab=16, ratio=4,
+                   n_labels=5)
     upper, labels = torch.randint(16, (3, 8)), torch.tensor([[0, 3], [1, 4], [2, 3]])
     out = up.generate(upper, labels, temperature=0)                       # greedy, KV-cached
     assert out.shape == (3, 32) and out.max() < 16
@@ -160,7 +161,8 @@ def test_generate_with_extra_matches_the_uncached_model():
 
 def test_a_long_sequence_is_upsampled_in_overlapping_windows():
     torch.manual_seed(0)
-    up = Upsampler(GPTConfig(17, 17, n_layer=1, n_head=2, n_embd=16), upper_vocab=16, ratio=4, n_labels=5)
+    up = Upsampler(GPTConfig(vocab_size=17, block_size=17, n_layer=1, n_head=2, n_embd=16), upper_vocab=16, ratio=4,
+                   n_labels=5)
     upper, labels = torch.randint(16, (2, 10)), torch.tensor([[0, 3], [1, 4]])
     out = up.generate(upper, labels, temperature=0)                       # 40 codes, windows of 16
     assert out.shape == (2, 40) and out.max() < 16

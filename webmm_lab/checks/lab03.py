@@ -79,7 +79,8 @@ def _features_inputs(gen: torch.Generator):
     torch.manual_seed(seed)
     layers, width = int(torch.randint(1, 4, (), generator=gen)), 8 * int(torch.randint(1, 4, (), generator=gen))
     side, colours = int(torch.randint(2, 5, (), generator=gen)), int(torch.randint(2, 9, (), generator=gen))
-    model = GPT(GPTConfig(colours + 1, 1 + side * side, n_layer=layers, n_head=2, n_embd=width)).eval()
+    model = GPT(GPTConfig(vocab_size=colours + 1, block_size=1 + side * side, n_layer=layers, n_head=2,
+                          n_embd=width)).eval()
     ids = torch.randint(colours, (int(torch.randint(1, 6, (), generator=gen)), side, side), generator=gen)
     layer = int(torch.randint(0, layers + 1, (), generator=gen))
     return (model, to_sequence(ids, colours), layer)

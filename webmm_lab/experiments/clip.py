@@ -185,8 +185,9 @@ class ClipWorld:
 def build_clip(setup: ClipSetup, world: ClipWorld) -> CLIP:
     """The two towers: a small CNN for images, a causal transformer for captions."""
     torch.manual_seed(setup.seed)
-    text = GPT(GPTConfig(world.tokenizer.vocab_size, setup.context, setup.text_layers, setup.heads,
-                         setup.text_width))
+    text = GPT(GPTConfig(vocab_size=world.tokenizer.vocab_size, block_size=setup.context, n_layer=setup.text_layers,
+                         n_head=setup.heads,
+                         n_embd=setup.text_width))
     return CLIP(ConvEncoder(3, setup.width, setup.norm), text, setup.embed_dim)
 
 

@@ -219,8 +219,9 @@ def decode_codes(tok: DiscreteVAE | VQTokenizer, codes: torch.Tensor, batch: int
 
 def build_dalle(setup: DalleSetup, world: DalleWorld) -> DALLE:
     seed_everything(setup.seed)
-    return DALLE(world.tokenizer.vocab_size, setup.text_len, setup.codebook, setup.grid,
-                 setup.layers, setup.heads, setup.width)
+    return DALLE(text_vocab=world.tokenizer.vocab_size, text_len=setup.text_len, codebook_size=setup.codebook,
+                 grid=setup.grid,
+                 n_layer=setup.layers, n_head=setup.heads, n_embd=setup.width)
 
 
 def text_batch(model: DALLE, world: DalleWorld, captions: list[str]) -> torch.Tensor:

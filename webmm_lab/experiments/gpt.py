@@ -103,7 +103,7 @@ class GptText:
 def build_gpt(setup: GptSetup, text: GptText) -> GPT:
     """A character-level GPT of the setup's size (initialised from setup.seed)."""
     seed_everything(setup.seed)
-    return GPT(GPTConfig(text.tokenizer.vocab_size, setup.block, n_layer=setup.layers,
+    return GPT(GPTConfig(vocab_size=text.tokenizer.vocab_size, block_size=setup.block, n_layer=setup.layers,
                          n_head=setup.heads, n_embd=setup.width))
 
 

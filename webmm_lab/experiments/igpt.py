@@ -213,7 +213,7 @@ def build_igpt(setup: IgptSetup, data: IgptData) -> GPT:
     image and its start token (initialised from setup.seed)."""
     seed_everything(setup.seed)
     H, W = data.shape
-    return GPT(GPTConfig(data.vocab_size, 1 + H * W, n_layer=setup.layers, n_head=setup.heads,
+    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=1 + H * W, n_layer=setup.layers, n_head=setup.heads,
                          n_embd=setup.width, dropout=setup.dropout))
 
 

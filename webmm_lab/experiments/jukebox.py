@@ -209,11 +209,12 @@ class CodeSet:
 def build_prior(setup: JukeboxSetup) -> GPT:
     """The top-level prior: the course's GPT over [genre, artist, top codes]."""
     seed_everything(setup.seed)
-    return GPT(GPTConfig(setup.codebook[-1] + setup.n_labels, setup.prior_len + 2, n_layer=setup.prior_layers,
-                         n_head=setup.prior_heads, n_embd=setup.prior_width))
+    return GPT(GPTConfig(vocab_size=setup.codebook[-1] + setup.n_labels, block_size=setup.prior_len + 2,
+                         n_layer=setup.prior_layers, n_head=setup.prior_heads, n_embd=setup.prior_width))
 
 
-def prior_tokens(codes: torch.Tensor, genre: torch.Tensor, artist: torch.Tensor, K: int, n_genres: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prior_tokens(codes: torch.Tensor, genre: torch.Tensor, artist: torch.Tensor, K: int,
+                 n_genres: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) (B, L + 1) for codes (B, L): inputs [K + g, K + G + a, c_0 .. c_{L-2}],
     targets [-1, c_0 .. c_{L-1}] (nothing is predicted from the genre token alone)."""
     inputs = torch.cat([(K + genre)[:, None], (K + n_genres + artist)[:, None], codes[:, :-1]], dim=1)
@@ -276,7 +277,7 @@ def build_upsampler(setup: JukeboxSetup, level: int = 1) -> Upsampler:
     """The upsampler that samples `level`'s codes given level + 1's (1: middle from top)."""
     seed_everything(setup.seed + level)
     ratio = setup.hops[level + 1] // setup.hops[level]
-    cfg = GPTConfig(setup.codebook[level] + 1, setup.up_len + 1, n_layer=setup.prior_layers,
+    cfg = GPTConfig(vocab_size=setup.codebook[level] + 1, block_size=setup.up_len + 1, n_layer=setup.prior_layers,
                     n_head=setup.prior_heads, n_embd=setup.prior_width)
     return Upsampler(cfg, setup.codebook[level + 1], ratio, setup.n_labels)
 

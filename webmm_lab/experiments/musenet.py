@@ -132,7 +132,8 @@ class MuseData:
 def build_musenet(setup: MuseSetup, data: MuseData) -> GPT:
     """The course's GPT sized by the setup (initialised from setup.seed)."""
     seed_everything(setup.seed)
-    return GPT(GPTConfig(data.tok.vocab_size, setup.block, n_layer=setup.layers, n_head=setup.heads,
+    return GPT(GPTConfig(vocab_size=data.tok.vocab_size, block_size=setup.block, n_layer=setup.layers,
+                         n_head=setup.heads,
                          n_embd=setup.width, dropout=setup.dropout))
 
 

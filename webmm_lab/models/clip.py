@@ -1,7 +1,7 @@
 """CLIP (Radford et al., 2021): an image encoder and a text encoder mapped into one embedding
 space, trained so that matching image-caption pairs have the largest dot products.
 
-    model = CLIP(ConvEncoder(3, 32), GPT(GPTConfig(vocab_size, 32, 2, 2, 64)), embed_dim=64)
+    model = CLIP(ConvEncoder(3, 32), GPT(GPTConfig(vocab_size=V, block_size=32)), embed_dim=64)
     img = model.encode_image(images)                 # (B, D), unit length
     txt = model.encode_text(ids, lengths)            # (B, D): the feature at each caption's last
                                                      # token, the end-of-text marker

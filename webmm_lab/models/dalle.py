@@ -53,7 +53,7 @@ def attention_mask(text_len: int, grid: int, kind: str = "dense", kernel: int = 
 class DALLE(nn.Module):
     """The course's GPT with DALL·E's vocabulary, positions and modality masking."""
 
-    def __init__(self, text_vocab: int, text_len: int, codebook_size: int, grid: int,
+    def __init__(self, *, text_vocab: int, text_len: int, codebook_size: int, grid: int,
                  n_layer: int = 3, n_head: int = 4, n_embd: int = 128, dropout: float = 0.0,
                  text_weight: float = 1 / 8):
         super().__init__()
@@ -64,7 +64,8 @@ class DALLE(nn.Module):
         self.text_vocab, self.text_len, self.codebook_size, self.grid = text_vocab, text_len, codebook_size, grid
         self.image_offset = text_vocab + text_len                           # first image code's id
         vocab = self.image_offset + codebook_size
-        self.gpt = GPT(GPTConfig(vocab, text_len + grid * grid, n_layer, n_head, n_embd, dropout))
+        self.gpt = GPT(GPTConfig(vocab_size=vocab, block_size=text_len + grid * grid, n_layer=n_layer, n_head=n_head,
+                                 n_embd=n_embd, dropout=dropout))
         self.row = nn.Embedding(grid, n_embd)
         self.col = nn.Embedding(grid, n_embd)
         nn.init.normal_(self.row.weight, 0.0, 0.02)

@@ -34,7 +34,7 @@ PRESETS = {  # name: (n_layer, n_head, n_embd)
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GPTConfig:
     vocab_size: int
     block_size: int = 128       # the longest sequence (the context)
@@ -51,7 +51,7 @@ class GPTConfig:
         if name not in PRESETS:
             raise KeyError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         n_layer, n_head, n_embd = PRESETS[name]
-        return cls(vocab_size, block_size, n_layer, n_head, n_embd, **kw)
+        return cls(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, **kw)
 
 
 class KVCache:

@@ -161,7 +161,8 @@ def bench_dalle(batch: int, device: torch.device, repeat: int = 5) -> dict[str, 
     from ..models.dalle import DALLE
     torch.manual_seed(0)
     s = DalleSetup()
-    model = DALLE(512, s.text_len, s.codebook, s.grid, s.layers, s.heads, s.width).to(device)
+    model = DALLE(text_vocab=512, text_len=s.text_len, codebook_size=s.codebook, grid=s.grid, n_layer=s.layers,
+                  n_head=s.heads, n_embd=s.width).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     text = model.pad_text(torch.randint(512, (batch, 8)), torch.full((batch,), 8)).to(device)
     codes = torch.randint(s.codebook, (batch, s.grid, s.grid), device=device)
