@@ -11,10 +11,10 @@ import torch
 
 from webmm_lab.data.world import (COLOURS, SIGN_LETTERS, Scene, caption, render,
                                   sample_panels, sample_scenes, sample_signs)
-from webmm_lab.experiments.clip import ClipWorld, held_out_pairs
-from webmm_lab.experiments.dalle import (DalleSetup, build_dalle, build_tokenizer, build_world, clip_setup,
-                                         draw, prompt_scenes, text_batch, training_scenes, unknown_words,
-                                         validation_set)
+from webmm_lab.experiments.clip import ClipSetup, ClipWorld, held_out_pairs
+from webmm_lab.experiments.dalle import (DalleSetup, JudgeSetup, TokenizerSetup, build_dalle, build_tokenizer,
+                                         build_world, clip_setup, draw, prompt_scenes, text_batch, training_scenes,
+                                         unknown_words, validation_set)
 from webmm_lab.experiments.dalle_judge import (HEADS, agreement, build_judge, choose_tokenizer, describe,
                                                judge_labels, panel_agreement, rerank_gain, sample_and_judge,
                                                tokenizer_report)
@@ -22,8 +22,9 @@ from webmm_lab.metrics import unigram_loss
 from webmm_lab.models.dalle import DALLE, attention_mask
 from webmm_lab.models.dvae import DiscreteVAE, VQTokenizer, gumbel_softmax, kl_to_uniform
 
-TINY = DalleSetup(objects=300, signs=60, panels=60, codebook=16, tok_width=8, tok_dim=8, tok_steps=2,
-                  layers=1, heads=2, width=32, steps=2, clip_steps=2, judge_scenes=100, judge_steps=2)
+TINY = DalleSetup(objects=300, signs=60, panels=60, codebook=16, layers=1, heads=2, width=32, steps=2,
+                  tok=TokenizerSetup(width=8, dim=8, steps=2), clip=ClipSetup(steps=2),
+                  judge=JudgeSetup(scenes=100, steps=2))
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,10 @@ import webmm_lab.ids
 from webmm_lab.batches import window_batches
 from webmm_lab.data.augment import view_pair_batches
 from webmm_lab.experiments.clip import ClipSetup, ClipWorld, build_clip, train_clip
-from webmm_lab.experiments.dalle import (
-    DalleSetup,
-    build_dalle,
-    build_tokenizer,
-    build_world,
-    encode_images,
-    train_dalle,
-    train_tokenizer,
-)
-from webmm_lab.metrics import lm_loss
+from webmm_lab.experiments.dalle import (DalleSetup, TokenizerSetup, build_dalle, build_tokenizer, build_world,
+                                         encode_images, train_dalle, train_tokenizer)
 from webmm_lab.experiments.jukebox import JukeboxSetup, build_vqvae, train_vqvae
+from webmm_lab.metrics import lm_loss
 from webmm_lab.models.cnn import ConvEncoder
 from webmm_lab.models.contrastive import info_nce
 from webmm_lab.models.gpt import GPT, GPTConfig
@@ -126,8 +119,8 @@ def test_jukebox_vqvae(reads):
     assert_no_reads(reads, first_starts_codebooks=True)
 
 
-TINY = DalleSetup(objects=120, signs=20, panels=20, codebook=16, tok_width=8, tok_dim=8, tok_steps=2,
-                  tok_batch=8, layers=1, heads=2, width=32, steps=2, batch=8)
+TINY = DalleSetup(objects=120, signs=20, panels=20, codebook=16, layers=1, heads=2, width=32, steps=2, batch=8,
+                  tok=TokenizerSetup(width=8, dim=8, steps=2, batch=8))
 
 
 @pytest.mark.parametrize("kind", ["dvae", "vq"])

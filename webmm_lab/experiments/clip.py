@@ -135,15 +135,18 @@ class ClipWorld:
     cache: dict = field(default_factory=dict, repr=False)   # caption -> token ids
 
     @classmethod
-    def build(cls, setup: ClipSetup) -> "ClipWorld":
-        """Sample and render the pool; learn a BPE vocabulary from captions of its scenes."""
-        scenes = training_scenes(setup)
+    def build(cls, setup: ClipSetup, scenes: list[Scene] | None = None, caption_sample: int = 4000,
+              **extra) -> "ClipWorld":
+        """Render `scenes` (default: the pool of `training_scenes(setup)`) and learn a BPE
+        vocabulary from one random caption of each of `caption_sample` of them; `extra` fills a
+        subclass's own fields (notebook 06's `DalleWorld`)."""
+        scenes = training_scenes(setup) if scenes is None else scenes
         images = torch.cat([(render(scenes[i:i + 10000], setup.resolution) * 255).round().to(torch.uint8)
                             for i in range(0, len(scenes), 10000)])       # in parts: less peak memory
         rng = np.random.default_rng(99)
-        sample = rng.choice(len(scenes), min(4000, len(scenes)), replace=False)   # filled and outline
+        sample = rng.choice(len(scenes), min(caption_sample, len(scenes)), replace=False)   # every kind of scene
         text = "\n".join(caption(scenes[i], rng) + END for i in sample)
-        return cls(setup, scenes, images, BPETokenizer.train(text, setup.vocab))
+        return cls(setup, scenes, images, BPETokenizer.train(text, setup.vocab), **extra)
 
     def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids (B, T) and lengths (B,) of `texts`, each ending in the END marker."""

@@ -9,7 +9,7 @@
     model = build_dalle(setup, world); train_dalle(model, world, codes, setup)
     images = draw(model, tok, world, ["two white squares"], n=8)   # (8, 3, R, R)
     clip = build_clip(clip_setup(setup), world); train_clip(clip, world, clip_setup(setup))
-    order = rerank(clip, world, images, "two white squares")        # best first
+    scores = clip_scores(clip, world, images, ["two white squares"])   # (1, 8): CLIP's reranking (dalle_judge)
 
 The CLIP is notebook 07's recipe (`experiments.clip`) trained on this world's scenes and captions;
 the judge is a different network (strided convolutions read by an MLP, no pooling) trained on
@@ -18,7 +18,7 @@ freshly drawn scenes with their attributes, so it can grade what the generator d
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,60 +26,63 @@ import torch
 from ..batches import step_generator
 from ..data.augment import soften
 from ..data.images import unit_float
-from ..data.tokenizers import BPETokenizer
-from ..data.world import (
-    PANEL_TEMPLATES,
-    SIGN_LETTERS,
-    SIGN_TEMPLATES,
-    TEMPLATES,
-    Scene,
-    caption,
-    render,
-    sample_panels,
-    sample_scenes,
-    sample_signs,
-)
+from ..data.world import (PANEL_TEMPLATES, SIGN_LETTERS, SIGN_TEMPLATES, TEMPLATES, Scene, caption, render,
+                          sample_panels, sample_scenes, sample_signs)
 from ..device import evaluating, seed_everything
 from ..metrics import mean_loss
 from ..models.dalle import DALLE
 from ..models.dvae import DiscreteVAE, VQTokenizer
 from ..train import History, train
-from .clip import END, ClipSetup, ClipWorld, held_out_pairs
+from .clip import ClipSetup, ClipWorld, held_out_pairs
 
 TOKENIZERS = ("dvae", "vq")
 
 
-@dataclass
+@dataclass(kw_only=True)
+class TokenizerSetup:
+    """The image tokenizer's own settings (its codebook and grid are DalleSetup's: the
+    transformer reads the same codes)."""
+    width: int = 32
+    dim: int = 64
+    steps: int = 600               # steps matter more than batch: 600 x 32 beat 300 x 64 (colours)
+    batch: int = 32
+    lr: float = 4e-3
+    kl_weight: float = 3e-4        # the dVAE's KL weight after warm-up (chosen on validation: 3e-4 of 0-0.05)
+
+
+@dataclass(kw_only=True)
+class JudgeSetup:
+    """The judge's settings (`dalle_judge`): a reader trained on fresh scenes, never on samples."""
+    scenes: int = 6000
+    width: int = 24
+    steps: int = 800               # its shape reading of decoded images improves with steps (notebook 06, section 5)
+    batch: int = 64
+
+
+@dataclass(kw_only=True)
 class DalleSetup:
-    """Everything that defines a run of notebook 06 (its profiles fill it in)."""
+    """Everything that defines a run of notebook 06 (its profiles fill it in): the captioned
+    world and the transformer here; the tokenizer, the CLIP that reranks and the judge nested.
+    The world's fields are set here once; `clip_setup` gives CLIP the same world."""
     objects: int = 9000            # training scenes of 1-3 shapes (held-out pairs never among them)
     signs: int = 1500              # two-glyph words ("a white sign that says KA")
     panels: int = 1500             # a shape on the top, the same as an outline on the bottom
     resolution: int = 32
     held_out: int = 10             # (shape, colour) pairs never captioned in training (as notebook 07)
-    codebook: int = 128            # K image codes
-    downs: int = 2                 # the tokenizer's stride-2 steps: a code per 2**downs x 2**downs pixels
-    tok_width: int = 32
-    tok_dim: int = 64
-    tok_steps: int = 600           # steps matter more than batch: 600 x 32 beat 300 x 64 (colours)
-    tok_batch: int = 32
-    tok_lr: float = 4e-3
-    kl_weight: float = 3e-4        # the dVAE's KL weight after warm-up (chosen on validation: 3e-4 of 0-0.05)
     vocab: int = 512               # BPE of the captions (it stops early when every word is a token)
     text_len: int = 18             # caption tokens, padded per position (the longest caption: 18)
+    codebook: int = 128            # K image codes, the tokenizer's and the transformer's
+    downs: int = 2                 # the tokenizer's stride-2 steps: a code per 2**downs x 2**downs pixels
     layers: int = 3
     heads: int = 4
     width: int = 128
     steps: int = 900
     batch: int = 32
     lr: float = 2e-3
-    clip_steps: int = 450          # notebook 07's recipe, on softened images (see DalleWorld)
-    clip_batch: int = 128
-    judge_scenes: int = 6000
-    judge_width: int = 24
-    judge_steps: int = 800          # its shape reading of decoded images improves with steps (notebook 06, section 5)
-    judge_batch: int = 64
     seed: int = 0
+    tok: TokenizerSetup = field(default_factory=TokenizerSetup)
+    clip: ClipSetup = field(default_factory=lambda: ClipSetup(steps=450, batch=128))   # notebook 07's recipe,
+    judge: JudgeSetup = field(default_factory=JudgeSetup)                               # on softened images
 
     @property
     def grid(self) -> int:
@@ -88,10 +91,11 @@ class DalleSetup:
 
 
 def clip_setup(setup: DalleSetup) -> ClipSetup:
-    """Notebook 07's CLIP settings for this world (its pool is `build_world`'s scenes)."""
-    return ClipSetup(pool=setup.objects + setup.signs + setup.panels, resolution=setup.resolution,
-                     held_out=setup.held_out, vocab=setup.vocab, context=setup.text_len,
-                     steps=setup.clip_steps, batch=setup.clip_batch, seed=setup.seed)
+    """The CLIP that reranks: `setup.clip` (its towers, steps and batch) on this setup's world
+    (its pool is `build_world`'s scenes; resolution, held-out pairs, vocabulary, caption length
+    and seed are the world's)."""
+    return replace(setup.clip, pool=setup.objects + setup.signs + setup.panels, resolution=setup.resolution,
+                   held_out=setup.held_out, vocab=setup.vocab, context=setup.text_len, seed=setup.seed)
 
 
 def training_scenes(setup: DalleSetup) -> list[Scene]:
@@ -122,15 +126,8 @@ class DalleWorld(ClipWorld):
 
 
 def build_world(setup: DalleSetup) -> DalleWorld:
-    """The training scenes as uint8 images with a BPE tokenizer of their captions."""
-    scenes = training_scenes(setup)
-    images = torch.cat([(render(scenes[i:i + 5000], setup.resolution) * 255).round().to(torch.uint8)
-                        for i in range(0, len(scenes), 5000)])
-    rng = np.random.default_rng(99)
-    sample = rng.choice(len(scenes), min(5000, len(scenes)), replace=False)
-    text = "\n".join(caption(scenes[i], rng) + END for i in sample)
-    return DalleWorld(clip_setup(setup), scenes, images, BPETokenizer.train(text, setup.vocab),
-                      words=caption_words())
+    """The training scenes as uint8 images with a BPE tokenizer of their captions (`ClipWorld.build`)."""
+    return DalleWorld.build(clip_setup(setup), training_scenes(setup), caption_sample=5000, words=caption_words())
 
 
 def caption_words() -> frozenset[str]:
@@ -183,8 +180,8 @@ def build_tokenizer(setup: DalleSetup, kind: str) -> DiscreteVAE | VQTokenizer:
         raise ValueError(f"kind must be one of {TOKENIZERS}, got {kind!r}")
     seed_everything(setup.seed)
     if kind == "dvae":
-        return DiscreteVAE(setup.codebook, setup.tok_width, setup.tok_dim, setup.downs, kl_weight=setup.kl_weight)
-    return VQTokenizer(setup.codebook, setup.tok_width, setup.tok_dim, setup.downs)
+        return DiscreteVAE(setup.codebook, setup.tok.width, setup.tok.dim, setup.downs, kl_weight=setup.tok.kl_weight)
+    return VQTokenizer(setup.codebook, setup.tok.width, setup.tok.dim, setup.downs)
 
 
 def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: DalleSetup, *,
@@ -192,13 +189,13 @@ def train_tokenizer(tok: DiscreteVAE | VQTokenizer, world: DalleWorld, setup: Da
     """The course's loop on random training images; the share of training done (step / steps)
     drives the dVAE's temperature and KL schedules; `progress` shows a progress bar. The share
     rides in the batch as a host number, so a GPU never waits to be told it."""
-    steps = setup.tok_steps
+    steps = setup.tok.steps
 
     def batch_fn(step: int):
-        idx = torch.randint(len(world.images), (setup.tok_batch,), generator=step_generator(setup.seed, step))
+        idx = torch.randint(len(world.images), (setup.tok.batch,), generator=step_generator(setup.seed, step))
         done = float(np.float32(step / steps))    # rounded to float32, as it always was: results repeat
         return world.images[idx].float() / 255, done
-    return train(tok, lambda m, b: m(*b).loss, batch_fn, steps=steps, lr=setup.tok_lr,
+    return train(tok, lambda m, b: m(*b).loss, batch_fn, steps=steps, lr=setup.tok.lr,
                  weight_decay=0.0, seed=setup.seed, run=run, device=device, progress=progress,
                  setup=setup)
 
@@ -286,7 +283,7 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captio
     return decode_codes(tok, codes), codes
 
 
-__all__ = ["DalleSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
+__all__ = ["DalleSetup", "TokenizerSetup", "JudgeSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
            "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
            "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch",
            "dalle_losses", "train_dalle", "draw"]

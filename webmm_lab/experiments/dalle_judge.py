@@ -81,24 +81,24 @@ def judge_training_scenes(n: int, seed: int = 0) -> list[Scene]:
 
 def build_judge(setup: DalleSetup) -> Judge:
     seed_everything(setup.seed + 7)
-    return Judge(HEADS, setup.resolution, setup.judge_width)
+    return Judge(HEADS, setup.resolution, setup.judge.width)
 
 
 def train_judge(judge: Judge, setup: DalleSetup, *, run: str | None = None, device=None,
                 progress: bool = True) -> History:
     """Train on `judge_training_scenes` (softened), every head's cross-entropy summed."""
-    scenes = judge_training_scenes(setup.judge_scenes, seed=setup.seed)
+    scenes = judge_training_scenes(setup.judge.scenes, seed=setup.seed)
     images, labels = render(scenes, setup.resolution), judge_labels(scenes)
 
     def batch_fn(step: int):
         g = step_generator(setup.seed + 7, step)
-        idx = torch.randint(len(images), (setup.judge_batch,), generator=g)
+        idx = torch.randint(len(images), (setup.judge.batch,), generator=g)
         return soften(images[idx], g), labels[idx]
 
     def loss_fn(m, batch):
         x, y = batch
         return sum(F.cross_entropy(logits, y[:, i], ignore_index=-1) for i, logits in enumerate(m(x)))
-    return train(judge, loss_fn, batch_fn, steps=setup.judge_steps, lr=2e-3, seed=setup.seed,
+    return train(judge, loss_fn, batch_fn, steps=setup.judge.steps, lr=2e-3, seed=setup.seed,
                  run=run, device=device, progress=progress, setup=setup)
 
 
