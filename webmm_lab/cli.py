@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--report", action="store_true",
                        help="also measure what the run costs: seconds per section, each training loop's "
                        "steps, samples per second and FLOPs, the precision, peak GPU memory, a T4 "
-                       "estimate; written to results/report/ (see webmm_lab/report.py). With "
+                       "estimate; written to results/report/ (see webmm_lab/tools/report.py). With "
                        "--profile gpu --dry-run --store, keep that estimate in the package "
                        "(webmm_lab/spreads/<notebook>.gpu-estimate.json) for the README's gpu column")
     p_res = sub.add_parser("results", help="print every recorded claim as a table")

@@ -273,10 +273,12 @@ def shape_scores(clip: CLIP | list[CLIP], world: DalleWorld, images: torch.Tenso
 @torch.no_grad()
 def resample_codes(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene], share: float,
                    seed: int = 0, batch: int = 256) -> torch.Tensor:
-    """Generator-like codes with known labels: each of the scenes' codes (n, grid, grid) replaced,
-    with probability `share`, by a draw from the model's distribution at that cell given the
-    scene's caption and the true codes before it (one teacher-forced pass, no sampling loop).
-    Decoded, they look as the model draws, and what they show is known."""
+    """Generator-like codes with approximately known labels: each of the scenes' codes (n, grid,
+    grid) replaced, with probability `share`, by a draw from the model's distribution at that
+    cell given the scene's caption and the true codes before it (one teacher-forced pass, no
+    sampling loop). Decoded, they look as the model draws; the scene's labels are kept, but a
+    redrawn picture may show another shape, so the more codes are drawn, the less the labels
+    are to be trusted."""
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     text = text_batch(model, world, [caption(s, rng) for s in scenes])                 # (n, L)

@@ -118,9 +118,9 @@ def remove_later(pairs: torch.Tensor, distances: torch.Tensor, verify: float, n:
 def near_duplicates(images: torch.Tensor, retrieve: float = 0.95, verify: float = 0.08) -> torch.Tensor:
     """(n,) bool, True = remove, in two stages as large-scale de-duplicators work: candidate
     pairs by `colour_histograms` (cosine >= `retrieve`: cheap, position-free, generous), then
-    each candidate verified by `aligned_distance` (<= `verify`, the threshold notebook 08
-    chooses on its validation web); the later image of every
-    verified pair is removed."""
+    each candidate verified by `aligned_distance` (<= `verify`; notebook 08 chooses its own on a
+    validation web, from a grid this default sits in); the later image of every verified pair
+    is removed."""
     pairs = candidate_pairs(colour_histograms(images), retrieve)
     return remove_later(pairs, aligned_distance(images, pairs), verify, len(images))
 

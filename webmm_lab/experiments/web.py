@@ -41,6 +41,7 @@ from .clip import END, ClipSetup, ClipWorld
 KOREAN_PARTICLES = ("에서", "으로", "까지", "부터", "이", "가", "을", "를", "은", "는", "의", "에",
                     "와", "과", "도", "로", "만")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
+WORD = re.compile(r"[^\W_]+")            # a word: a run of letters or digits of any script
 
 
 @lru_cache(maxsize=1)
@@ -74,7 +75,7 @@ def words_of(text: str) -> list[str]:
     """The words of a caption as the keyword filter reads them: `normalise`d, every run of
     characters that are not letters or digits (of any script) a separator ("G.R.U.E!" -> g,
     r, u, e; "스나크를 그린" -> 스나크를, 그린)."""
-    return re.findall(r"[^\W_]+", normalise(text))
+    return WORD.findall(normalise(text))
 
 
 def _stems(word: str) -> set[str]:
@@ -124,14 +125,14 @@ def substring_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST
 def exact_word_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
     """(n,) bool: a blocklist word among the caption's lower-cased words, as written."""
     block = set(blocklist)
-    return torch.tensor([bool(set(re.findall(r"[^\W_]+", c.lower())) & block) for c in captions], dtype=torch.bool)
+    return torch.tensor([bool(set(WORD.findall(c.lower())) & block) for c in captions], dtype=torch.bool)
 
 
 def nfkc_filter(captions: list[str], blocklist: tuple[str, ...] = BLOCKLIST + BLOCKLIST_KO) -> torch.Tensor:
     """(n,) bool: whole words after Unicode's NFKC and case folding, and nothing more: what the
     standard library alone gives a filter."""
     block = {unicodedata.normalize("NFKC", w).casefold() for w in blocklist}
-    return torch.tensor([bool(set(re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", c).casefold())) & block)
+    return torch.tensor([bool(set(WORD.findall(unicodedata.normalize("NFKC", c).casefold())) & block)
                          for c in captions], dtype=torch.bool)
 
 
