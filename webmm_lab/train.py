@@ -114,7 +114,7 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
     return batch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """The loop's settings. Those that decide the weights (all but the last four) are, with the
     model's shapes, the experiment's setup and a digest of the first batch, the checkpoint's

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..batches import step_generator
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AugmentConfig:
     """How strong each augmentation is. Ranges are symmetric around 'no change'."""
     rotate_deg: float = 15.0         # rotation in [-r, r] degrees

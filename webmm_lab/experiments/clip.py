@@ -44,7 +44,7 @@ DEFAULT_TEMPLATE = "a {}"
 EVAL_KINDS = ("held-out", "seen", "outline", "sketch", "noise")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClipSetup:
     """Everything that defines a CLIP run on the world (the notebook's profiles fill it in)."""
     pool: int = 20000              # training scenes (each seen with a fresh random caption)

@@ -37,7 +37,7 @@ from ..train import History, train
 from . import parse_setup, setup_parser
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GptSetup:
     """Everything that defines a GPT run on the course's text (notebook 02's profiles fill it in)."""
     layers: int = 2

@@ -48,7 +48,7 @@ from ..train import History, train
 SOURCES = ("digits", "canvas", "world", "mnist")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IgptSetup:
     """Everything that defines an Image GPT run (notebook 03's profiles fill it in)."""
     data: str = "canvas"           # canvas (8x8 digits at random places on a resolution x

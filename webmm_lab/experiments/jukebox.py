@@ -34,7 +34,7 @@ from ..train import History, train
 LEVELS = ("bottom", "middle", "top")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JukeboxSetup:
     """Everything that defines a run of notebook 05 (its profiles fill it in)."""
     genres: tuple[str, ...] = STYLES                       # corpora

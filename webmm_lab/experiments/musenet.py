@@ -25,7 +25,7 @@ from ..models.gpt import GPT, GPTConfig
 from ..train import History, train
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MuseSetup:
     """Everything that defines a MuseNet run (notebook 04's profiles fill it in)."""
     block: int = 256               # context, prefix included
