@@ -306,7 +306,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 1
         return 0
     if args.report:
-        from .report import report_notebooks
+        from .tools.report import report_notebooks
         return report_notebooks(books, profile, out, args.cell_timeout, env, run_notebook,
                                 store=args.dry_run if estimate else None)
     failed = []
