@@ -389,7 +389,8 @@ def _sound_score_set(pieces: int = 10, renderings: int = 3):
 
 
 def test_retrieval_is_scored_by_hand_among_other_pieces_of_the_genre():
-    from webmm_lab.experiments.sound_score import SoundScore, candidates, retrieval, window_starts
+    from webmm_lab.experiments.sound_score import candidates, retrieval, window_starts
+    from webmm_lab.models.sound_score import SoundScore
     mels, rolls, pieces = _sound_score_set()
     genres = pieces // 5                                               # two genres of 5 pieces
 

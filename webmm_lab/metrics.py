@@ -28,7 +28,8 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 def mean_loss(losses: Iterable[tuple[torch.Tensor, torch.Tensor | int]]) -> float | tuple[float, ...]:
     """The mean of many batches' losses, each weighted by what it scored: `losses` yields (the
     batch's mean loss, a scalar or a (k,) tensor of k losses, and how many tokens or rows it
-    scored). Summed in float64 on the device, read back once at the end; a tuple for k losses."""
+    scored; at least one in all). Summed in float64 on the device, read back once at the end; a
+    tuple for k losses."""
     total, count = 0.0, 0
     for loss, n in losses:
         total = total + loss.detach().double() * n

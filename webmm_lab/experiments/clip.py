@@ -33,7 +33,6 @@ from ..models.clip import CLIP, zero_shot_weights
 from ..models.cnn import ConvEncoder
 from ..models.contrastive import chunked_clip_loss, clamp_logit_scale, clip_loss
 from ..models.gpt import GPT, GPTConfig
-from ..plots import image_grid
 from ..train import History, train
 from . import parse_setup, setup_parser
 
@@ -302,6 +301,7 @@ def gallery(scenes: list[Scene], resolution: int = 64, seed: int = 0, ncols: int
             background: str = "black", size: float = 2.0):
     """Render `scenes` in a grid with a caption under each image (a random template per scene,
     fixed by `seed`). Returns the figure."""
+    from ..plots import image_grid                 # matplotlib only where a picture is drawn
     rng = np.random.default_rng(seed)
     captions = [caption(s, rng) for s in scenes]
     return image_grid(render(scenes, resolution, background, seed), captions, ncols=ncols, size=size,

@@ -7,7 +7,7 @@
     report = tokenizer_report(tok, judge, *validation_set(setup))   # codes used, recognised
     codes = encode_images(tok, world.images)        # (n, grid, grid)
     model = build_dalle(setup, world); train_dalle(model, world, codes, setup)
-    images = draw(model, tok, world, ["two white squares"], n=8)   # (8, 3, R, R)
+    images, codes = draw(model, tok, world, ["two white squares"], n=8)   # (8, 3, R, R), (8, grid, grid)
     clip = build_clip(clip_setup(setup), world); train_clip(clip, world, clip_setup(setup))
     scores = clip_scores(clip, world, images, ["two white squares"])   # (1, 8): CLIP's reranking (dalle_judge)
 

@@ -6,7 +6,7 @@
     out.codes[i]                       # (B, T / hops[i]) long
     codes = vqvae.encode(x)            # [(B, T/8), (B, T/32), (B, T/128)]
     audio = vqvae.decode(codes[2], level=2)
-    up = Upsampler(GPTConfig(128 + 1, 512 + 1), upper_vocab=128, ratio=4, n_labels=6)
+    up = Upsampler(GPTConfig(vocab_size=128 + 1, block_size=512 + 1), upper_vocab=128, ratio=4, n_labels=6)
     loss = up(middle, top, labels)     # middle (B, L), top (B, L / 4), labels (B, n) ids
     middle = up.generate(top, labels)  # sampled (B, L)
 
