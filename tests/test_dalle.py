@@ -13,8 +13,8 @@ from webmm_lab.data.world import (COLOURS, SIGN_LETTERS, Scene, caption, render,
                                   sample_panels, sample_scenes, sample_signs)
 from webmm_lab.experiments.clip import ClipSetup, ClipWorld, held_out_pairs
 from webmm_lab.experiments.dalle import (DalleSetup, JudgeSetup, TokenizerSetup, build_dalle, build_tokenizer,
-                                         build_world, clip_setup, draw, prompt_scenes, text_batch, training_scenes,
-                                         unknown_words, validation_set)
+                                         build_world, clip_setup, draw, next_alike, prompt_scenes, text_batch,
+                                         training_scenes, unknown_words, validation_set)
 from webmm_lab.experiments.dalle_judge import (HEADS, agreement, build_judge, choose_tokenizer, describe,
                                                judge_labels, panel_agreement, rerank_gain, sample_and_judge,
                                                tokenizer_report)
@@ -165,7 +165,7 @@ def test_attention_masks():
     col = attention_mask(L, G, "column")[L:, L:]
     assert col[5].nonzero().flatten().tolist() == [1, 5]        # token 5 (row 1, col 1) sees token 1 above it
     row = attention_mask(L, G, "row")[L:, L:]
-    assert row[5].nonzero().flatten().tolist() == [2, 3, 4, 5]  # the previous G tokens
+    assert row[5].nonzero().flatten().tolist() == [1, 2, 3, 4, 5]  # itself and the G before it (1: above)
     conv = attention_mask(L, G, "conv")[L:, L:]
     assert conv[5].nonzero().flatten().tolist() == [0, 1, 2, 4, 5]
     with pytest.raises(ValueError):
@@ -175,6 +175,14 @@ def test_attention_masks():
 def small_dalle():
     torch.manual_seed(0)
     return DALLE(text_vocab=20, text_len=5, codebook_size=7, grid=3, n_layer=1, n_head=2, n_embd=16)
+
+
+def test_another_scene_alike_is_the_next_that_agrees_on_the_kept_fields():
+    scenes = [Scene("circle", "red"), Scene("square", "blue"), Scene("cross", "red"), Scene("hexagon", "green"),
+              Scene("square", "red")]
+    assert next_alike(scenes) == [1, 2, 3, 4, 0]                  # no field kept: simply the next scene
+    assert next_alike(scenes, ("colour",)) == [2, 1, 4, 3, 0]     # reds cycle; a lone colour keeps its own
+    assert next_alike(scenes, ("layout", "colour")) == next_alike(scenes, ("colour",))
 
 
 def test_pad_text_puts_a_padding_token_per_position():

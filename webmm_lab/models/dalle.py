@@ -30,7 +30,8 @@ def attention_mask(text_len: int, grid: int, kind: str = "dense", kernel: int = 
     allowed. Captions attend causally among themselves; every image token sees the whole caption,
     and among image tokens (raster order, causal) sees:
       dense   every earlier image token
-      row     the previous `grid` tokens: its row so far and the end of the row above
+      row     itself and the `grid` tokens before it: its row so far, the end of the row above
+              and the token directly above it (Sparse Transformer's strided pattern, stride `grid`)
       column  the earlier tokens of its column
       conv    earlier tokens within `kernel` rows and columns of it (a causal 2-D neighbourhood)."""
     if kind not in ATTENTION_KINDS:
@@ -42,7 +43,7 @@ def attention_mask(text_len: int, grid: int, kind: str = "dense", kernel: int = 
     row, col = j // grid, j % grid
     delta = j[:, None] - j[None, :]                                        # (N, N) query - key
     image = {"dense": torch.ones(N, N, dtype=torch.bool),
-             "row": delta < grid,
+             "row": delta <= grid,
              "column": delta % grid == 0,
              "conv": ((row[:, None] - row[None, :]).abs() <= kernel)
                      & ((col[:, None] - col[None, :]).abs() <= kernel)}[kind]
