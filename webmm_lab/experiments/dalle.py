@@ -227,16 +227,31 @@ def text_batch(model: DALLE, world: DalleWorld, captions: list[str]) -> torch.Te
     return model.pad_text(ids, lengths)
 
 
+def next_alike(scenes: list[Scene], keep: tuple[str, ...] = ()) -> list[int]:
+    """For each scene, the index of the next scene (cyclically) among those equal to it in every
+    field named in `keep` (e.g. ("layout", "colour")); with no `keep`, simply the next scene."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(scenes):
+        groups.setdefault(tuple(getattr(s, k) for k in keep), []).append(i)
+    order = list(range(len(scenes)))
+    for idx in groups.values():
+        for a, b in zip(idx, idx[1:] + idx[:1]):
+            order[a] = b
+    return order
+
+
 def dalle_losses(model: DALLE, world: DalleWorld, codes: torch.Tensor, scenes: list[Scene],
-                 batch: int = 256, shuffle: bool = False) -> tuple[float, float]:
+                 batch: int = 256, shuffle: bool = False, keep: tuple[str, ...] = ()) -> tuple[float, float]:
     """Mean (caption loss, image loss) over scenes with their codes (n, grid, grid), one caption
-    each. With shuffle, every image gets the caption of the next scene instead of its own: the
-    baseline that says how much the caption tells the model about the image."""
+    each. With shuffle, every image gets the caption of the next scene instead of its own (the
+    baseline that says how much the caption tells the model about the image); with `keep`, of
+    the next scene that agrees with it on those fields (`next_alike`): how much the rest of the
+    caption tells."""
     with evaluating(model) as device:
         rng = np.random.default_rng(0)
         captions = [caption(s, rng) for s in scenes]
         if shuffle:
-            captions = captions[1:] + captions[:1]                             # another scene's caption
+            captions = [captions[j] for j in next_alike(scenes, keep)]          # another scene's caption
         text = text_batch(model, world, captions)
         return mean_loss((torch.stack(model(t.to(device), c.to(device))), len(c))      # (2,): caption, image
                          for t, c in zip(text.split(batch), codes.split(batch)))
@@ -256,7 +271,7 @@ def train_dalle(model: DALLE, world: DalleWorld, codes: torch.Tensor, setup: Dal
 
     def eval_fn(m):
         text, image = dalle_losses(m, world, *val)
-        return {"val caption": text, "val image": image}
+        return {"val caption loss": text, "val image loss": image}
     return train(model, lambda m, b: model.weighted_loss(*m(*b)), batch_fn, steps=setup.steps, lr=setup.lr,
                  seed=setup.seed, run=run, device=device, progress=progress, setup=setup,
                  eval_fn=eval_fn if val else None, eval_every=max(1, setup.steps // 4))
@@ -283,7 +298,7 @@ def draw(model: DALLE, tok: DiscreteVAE | VQTokenizer, world: DalleWorld, captio
     return decode_codes(tok, codes), codes
 
 
-__all__ = ["DalleSetup", "TokenizerSetup", "JudgeSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes", "build_world",
-           "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
-           "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch",
+__all__ = ["DalleSetup", "TokenizerSetup", "JudgeSetup", "DalleWorld", "TOKENIZERS", "clip_setup", "training_scenes",
+           "build_world", "caption_words", "unknown_words", "prompt_scenes", "validation_set", "build_tokenizer",
+           "train_tokenizer", "encode_images", "decode_codes", "build_dalle", "text_batch", "next_alike",
            "dalle_losses", "train_dalle", "draw"]
